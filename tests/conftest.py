@@ -1,0 +1,1 @@
+"""Shared pytest fixtures. Each feature keeps its fixtures in its own module; import them here."""

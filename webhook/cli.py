@@ -1,0 +1,69 @@
+"""The `netpol-guard` command line: one argparse tree, one module per command.
+
+Each module in webhook/commands/ exposes NAME, HELP, add_arguments(parser) and
+run(args) -> exit code. Command modules import their heavy dependencies inside run()
+so that `--help` and `lint` stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from webhook import __version__
+
+# Order is the order shown in --help.
+COMMAND_MODULES = (
+    "lint", "simulate", "generate", "rules", "serve", "controller", "isolation", "certs",
+)
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Unusable input or usage: printed as one clear message, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep its format
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="netpol-guard",
+        description="Keeps Kubernetes NetworkPolicies correct: lint, simulate, generate, "
+        "and an admission webhook that rejects mistakes before they reach a cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"netpol-guard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"webhook.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"webhook.commands.{name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as exc:
+        print(f"netpol-guard {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `netpol-guard lint ... | head`
+        return EXIT_OK
