@@ -1,0 +1,310 @@
+"""ClusterView: the cluster as the checks see it, indexed by namespace and label.
+
+One policy's checks must cost the same whether the cluster has 100 pods or 100,000, so
+selector queries go through a label index: a matchLabels term narrows to one posting
+list, and only that list is filtered. Pods of one workload share their labels, so the
+view also groups pods into label classes; per-pod questions ("which policies select
+it?") are answered once per class.
+
+The view is mutable (the live cache applies watch events to it) and guarded by one
+lock; readers hold it only for the duration of a query.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Iterable, Iterator
+
+from webhook.cluster.objects import NAME_LABEL, Namespace, Pod, Service
+from webhook.policy.model import NetworkPolicy
+from webhook.policy.selectors import LabelSelector
+
+ALL = object()  # sentinel: "no narrowing possible"
+
+
+class _LabelIndex:
+    """(key, value) -> set of item ids, and key -> set of ids; over one population."""
+
+    def __init__(self) -> None:
+        self.by_pair: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self.by_key: dict[str, set[int]] = defaultdict(set)
+        self.all: set[int] = set()
+
+    def add(self, item_id: int, labels) -> None:
+        self.all.add(item_id)
+        for k, v in labels.items():
+            self.by_pair[(k, v)].add(item_id)
+            self.by_key[k].add(item_id)
+
+    def remove(self, item_id: int, labels) -> None:
+        self.all.discard(item_id)
+        for k, v in labels.items():
+            s = self.by_pair.get((k, v))
+            if s is not None:
+                s.discard(item_id)
+                if not s:
+                    del self.by_pair[(k, v)]
+            s = self.by_key.get(k)
+            if s is not None:
+                s.discard(item_id)
+                if not s:
+                    del self.by_key[k]
+
+    def candidates(self, sel: LabelSelector) -> set[int]:
+        """A superset of the ids `sel` matches; the smallest the index can give."""
+        best: set[int] | None = None
+        for k, v in sel.match_labels:
+            s = self.by_pair.get((k, v), set())
+            if best is None or len(s) < len(best):
+                best = s
+        for r in sel.expressions:
+            if r.operator == "In":
+                s: set[int] = set()
+                for v in r.values:
+                    s |= self.by_pair.get((r.key, v), set())
+            elif r.operator == "Exists":
+                s = self.by_key.get(r.key, set())
+            else:
+                continue
+            if best is None or len(s) < len(best):
+                best = s
+        return self.all if best is None else best
+
+
+class ClusterView:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._namespaces: dict[str, Namespace] = {}
+        self._ns_index = _LabelIndex()
+        self._ns_ids: dict[str, int] = {}
+        self._ns_by_id: dict[int, str] = {}
+        self._pods: dict[int, Pod] = {}
+        self._pod_ids: dict[tuple[str, str, str], int] = {}  # (kind, ns, name) -> id
+        self._pod_index: dict[str, _LabelIndex] = defaultdict(_LabelIndex)  # per namespace
+        self._services: dict[tuple[str, str], Service] = {}
+        self._policies: dict[str, dict[str, NetworkPolicy]] = defaultdict(dict)
+        self._next_id = 0
+        # Whether Namespace (resp. Pod/workload) objects were ever supplied. Without
+        # them "matches nothing" cannot be told apart from "not shown", so checks that
+        # need an inventory stay quiet rather than guess.
+        self.namespaces_known = False
+        self.pods_known = False
+        self.generation = 0  # bumped on every change; caches key on it
+
+    # --- mutation --------------------------------------------------------------------
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _touch(self) -> None:
+        self.generation += 1
+
+    def upsert_namespace(self, ns: Namespace, implied: bool = False) -> None:
+        with self.lock:
+            if not implied:
+                self.namespaces_known = True
+            elif ns.name in self._namespaces:
+                return
+            self._remove_namespace(ns.name)
+            nid = self._new_id()
+            self._namespaces[ns.name] = ns
+            self._ns_ids[ns.name] = nid
+            self._ns_by_id[nid] = ns.name
+            self._ns_index.add(nid, ns.labels)
+            self._touch()
+
+    def _remove_namespace(self, name: str) -> None:
+        nid = self._ns_ids.pop(name, None)
+        if nid is not None:
+            self._ns_index.remove(nid, self._namespaces[name].labels)
+            del self._ns_by_id[nid]
+            del self._namespaces[name]
+
+    def delete_namespace(self, name: str) -> None:
+        with self.lock:
+            self._remove_namespace(name)
+            self._touch()
+
+    def imply_namespace(self, name: str) -> None:
+        """An object lives in `name`, so the namespace exists (with its automatic label)."""
+        if name not in self._namespaces:
+            self.upsert_namespace(Namespace(name, {NAME_LABEL: name}), implied=True)
+
+    def upsert_pod(self, pod: Pod) -> None:
+        with self.lock:
+            self.pods_known = True
+            key = (pod.kind, pod.namespace, pod.name)
+            self._remove_pod(key)
+            pid = self._new_id()
+            self._pod_ids[key] = pid
+            self._pods[pid] = pod
+            self._pod_index[pod.namespace].add(pid, pod.labels)
+            self.imply_namespace(pod.namespace)
+            self._touch()
+
+    def _remove_pod(self, key: tuple[str, str, str]) -> None:
+        pid = self._pod_ids.pop(key, None)
+        if pid is not None:
+            pod = self._pods.pop(pid)
+            self._pod_index[pod.namespace].remove(pid, pod.labels)
+
+    def delete_pod(self, namespace: str, name: str, kind: str = "Pod") -> None:
+        with self.lock:
+            self._remove_pod((kind, namespace, name))
+            self._touch()
+
+    def upsert_service(self, svc: Service) -> None:
+        with self.lock:
+            self._services[(svc.namespace, svc.name)] = svc
+            self._touch()
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        with self.lock:
+            self._services.pop((namespace, name), None)
+            self._touch()
+
+    def upsert_policy(self, policy: NetworkPolicy) -> None:
+        with self.lock:
+            self._policies[policy.namespace][policy.name] = policy
+            self.imply_namespace(policy.namespace)
+            self._touch()
+
+    def delete_policy(self, namespace: str, name: str) -> None:
+        with self.lock:
+            self._policies.get(namespace, {}).pop(name, None)
+            self._touch()
+
+    # --- queries ---------------------------------------------------------------------
+    def namespace(self, name: str) -> Namespace | None:
+        return self._namespaces.get(name)
+
+    def namespaces(self) -> list[Namespace]:
+        with self.lock:
+            return list(self._namespaces.values())
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        ns = self._namespaces.get(name)
+        return dict(ns.labels) if ns else {NAME_LABEL: name}
+
+    def select_namespaces(self, sel: LabelSelector) -> list[str]:
+        with self.lock:
+            out = []
+            for nid in self._ns_index.candidates(sel):
+                name = self._ns_by_id[nid]
+                if sel.matches(self._namespaces[name].labels):
+                    out.append(name)
+            return out
+
+    def pods(self, namespace: str | None = None) -> list[Pod]:
+        with self.lock:
+            if namespace is None:
+                return list(self._pods.values())
+            idx = self._pod_index.get(namespace)
+            return [self._pods[i] for i in idx.all] if idx else []
+
+    def pod_count(self) -> int:
+        return len(self._pods)
+
+    def find_pod(self, namespace: str, name: str) -> Pod | None:
+        """A Pod by name, else a workload of that name (any kind)."""
+        with self.lock:
+            pid = self._pod_ids.get(("Pod", namespace, name))
+            if pid is not None:
+                return self._pods[pid]
+            for (kind, ns, n), pid in self._pod_ids.items():
+                if ns == namespace and n == name:
+                    return self._pods[pid]
+            return None
+
+    def iter_select_pods(self, namespace: str, sel: LabelSelector) -> Iterator[Pod]:
+        """Pods (and workload templates) in `namespace` that `sel` selects."""
+        with self.lock:
+            idx = self._pod_index.get(namespace)
+            if not idx:
+                return iter(())
+            found = [self._pods[i] for i in idx.candidates(sel) if sel.matches(self._pods[i].labels)]
+        return iter(found)
+
+    def select_pods(self, namespace: str, sel: LabelSelector, limit: int | None = None) -> list[Pod]:
+        with self.lock:
+            idx = self._pod_index.get(namespace)
+            if not idx:
+                return []
+            out = []
+            for i in idx.candidates(sel):
+                pod = self._pods[i]
+                if sel.matches(pod.labels):
+                    out.append(pod)
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+
+    def any_pod(self, namespace: str, sel: LabelSelector) -> bool:
+        return bool(self.select_pods(namespace, sel, limit=1))
+
+    def pod_label_classes(self, namespace: str, sel: LabelSelector) -> list[Pod]:
+        """One representative pod per distinct label set among the pods `sel` selects."""
+        with self.lock:
+            idx = self._pod_index.get(namespace)
+            if not idx:
+                return []
+            seen: dict[frozenset, Pod] = {}
+            for i in idx.candidates(sel):
+                pod = self._pods[i]
+                key = frozenset(pod.labels.items())
+                if key not in seen and sel.matches(pod.labels):
+                    seen[key] = pod
+            return list(seen.values())
+
+    def label_keys(self, namespace: str) -> set[str]:
+        idx = self._pod_index.get(namespace)
+        return set(idx.by_key) if idx else set()
+
+    def label_values(self, namespace: str, key: str) -> set[str]:
+        idx = self._pod_index.get(namespace)
+        if not idx:
+            return set()
+        with self.lock:
+            return {v for (k, v) in idx.by_pair if k == key}
+
+    def namespace_label_keys(self) -> set[str]:
+        return set(self._ns_index.by_key)
+
+    def namespace_label_values(self, key: str) -> set[str]:
+        with self.lock:
+            return {v for (k, v) in self._ns_index.by_pair if k == key}
+
+    def services(self, namespace: str | None = None) -> list[Service]:
+        with self.lock:
+            return [s for (ns, _), s in self._services.items() if namespace is None or ns == namespace]
+
+    def policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
+        with self.lock:
+            if namespace is not None:
+                return list(self._policies.get(namespace, {}).values())
+            return [p for d in self._policies.values() for p in d.values()]
+
+    def policy(self, namespace: str, name: str) -> NetworkPolicy | None:
+        return self._policies.get(namespace, {}).get(name)
+
+    def policy_count(self) -> int:
+        return sum(len(d) for d in self._policies.values())
+
+    def stats(self) -> dict[str, int]:
+        with self.lock:
+            return {"namespaces": len(self._namespaces), "pods": len(self._pods),
+                    "services": len(self._services), "networkpolicies": self.policy_count()}
+
+
+def build_view(namespaces: Iterable[Namespace] = (), pods: Iterable[Pod] = (),
+               services: Iterable[Service] = (), policies: Iterable[NetworkPolicy] = ()) -> ClusterView:
+    view = ClusterView()
+    for ns in namespaces:
+        view.upsert_namespace(ns)
+    for p in pods:
+        view.upsert_pod(p)
+    for s in services:
+        view.upsert_service(s)
+    for pol in policies:
+        view.upsert_policy(pol)
+    return view

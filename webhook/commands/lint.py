@@ -1,0 +1,96 @@
+"""`netpol-guard lint`: the checks, offline, for CI and pre-commit."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+NAME = "lint"
+HELP = "check NetworkPolicy manifests (files or directories) against the rules"
+DESCRIPTION = """\
+Checks every NetworkPolicy found in PATH (files or directories; YAML or JSON; multi-document;
+kind: List). Every other object in PATH and in --cluster (Namespaces, Pods, workloads,
+Services, other NetworkPolicies) forms the cluster view the checks see.
+
+exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
+
+examples:
+  netpol-guard lint manifests/
+  netpol-guard lint --cluster snapshot/ --format json policies/
+  netpol-guard lint --explain dns-egress-missing
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories with NetworkPolicies")
+    p.add_argument("--cluster", action="append", default=[], metavar="PATH",
+                   help="manifests that describe the cluster (Namespaces, Pods, workloads, Services, "
+                        "policies); may be given more than once")
+    p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--explain", metavar="RULE", help="print what a rule checks and why, with examples, and exit")
+    p.add_argument("--quiet", "-q", action="store_true", help="text format: print findings only, no summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
+    from webhook.cluster.files import InputError, load_snapshot
+    from webhook.config import ConfigError, load
+    from webhook.rules.base import REGISTRY
+    from webhook.rules.batch import check_all
+
+    if args.explain:
+        from webhook.rules.docs import explain
+        if args.explain not in REGISTRY:
+            raise UsageError(f"no rule {args.explain!r}; `netpol-guard rules` lists them")
+        print(explain(REGISTRY.get(args.explain)))
+        return EXIT_OK
+    if not args.paths:
+        raise UsageError("no PATH given (files or directories with NetworkPolicies)")
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        snap = load_snapshot(args.paths, args.cluster)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
+                        [(d.obj, d.origin()) for d in snap.context_policy_docs])
+    findings = [f for r in reports for f in r.findings]
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
+    summary = {"policies": len(reports), "errors": counts["error"], "warnings": counts["warning"],
+               "infos": counts["info"]}
+    if args.format == "json":
+        summary["objects"] = dict(sorted(snap.kinds.items()))
+        summary["files"] = snap.files
+        json.dump({"findings": [f.to_dict() for f in findings], "summary": summary}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_text(findings, summary, snap, args.quiet)
+    return EXIT_FINDINGS if counts["error"] else EXIT_OK
+
+
+def _print_text(findings, summary, snap, quiet: bool) -> None:
+    out = sys.stdout
+    for f in findings:
+        where = f"{f.file}:{f.line}" if f.line else (f.file or "<input>")
+        out.write(f"{where}: {f.severity} [{f.rule}] {f.policy} {f.path}: {f.message}\n")
+        if f.fix:
+            out.write("    fix:\n" + textwrap.indent(f.fix, "      ") + "\n")
+    if quiet:
+        return
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(snap.kinds.items())) or "no objects"
+    out.write(f"\nread {sum(snap.kinds.values())} objects from {snap.files} files ({kinds})\n")
+    notes = []
+    if not snap.view.namespaces_known:
+        notes.append("no Namespace objects in view: namespace selectors were not checked against "
+                     "namespace labels (add them to PATH or pass --cluster)")
+    if not snap.view.pods_known:
+        notes.append("no Pods or workloads in view: pod selectors were not checked for matches "
+                     "(add them to PATH or pass --cluster)")
+    for n in notes:
+        out.write(f"note: {n}\n")
+    out.write(f"checked {summary['policies']} NetworkPolicies: {summary['errors']} errors, "
+              f"{summary['warnings']} warnings, {summary['infos']} infos\n")

@@ -1,0 +1,170 @@
+"""The typed, immutable NetworkPolicy model, with the API server's defaulting applied.
+
+Parsing and validation live in parse.py; this module only says what a policy *is*.
+Absent and empty lists are kept apart where the difference is a mistake users make
+(`from: []` reads like "no one" but means "everyone").
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from webhook.policy.selectors import LabelSelector
+
+INGRESS, EGRESS = "Ingress", "Egress"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: str
+    network: IPNetwork
+    excepts: tuple[str, ...] = ()
+    except_networks: tuple[IPNetwork, ...] = ()
+
+    def contains(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if ip.version != self.network.version or ip not in self.network:
+            return False
+        return not any(ip in ex for ex in self.except_networks)
+
+    @property
+    def is_anywhere(self) -> bool:
+        return self.network.prefixlen == 0
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One entry of `from`/`to`. Within a peer the selectors are ANDed."""
+
+    index: int
+    pod_selector: Optional[LabelSelector] = None
+    namespace_selector: Optional[LabelSelector] = None
+    ip_block: Optional[IPBlock] = None
+
+    @property
+    def is_pod_only(self) -> bool:
+        return self.pod_selector is not None and self.namespace_selector is None
+
+    @property
+    def is_namespace_only(self) -> bool:
+        return self.namespace_selector is not None and self.pod_selector is None
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    index: int
+    protocol: str = "TCP"  # defaulted, as the API server does
+    port: int | str | None = None  # None: every port of the protocol; str: a named port
+    end_port: int | None = None
+
+    def matches_number(self, port: int, protocol: str) -> bool:
+        """Whether a numeric destination port matches, ignoring named ports."""
+        if protocol != self.protocol:
+            return False
+        if self.port is None:
+            return True
+        if isinstance(self.port, str):
+            return False
+        if self.end_port is not None:
+            return self.port <= port <= self.end_port
+        return port == self.port
+
+    def describe(self) -> str:
+        if self.port is None:
+            return f"all {self.protocol} ports"
+        if self.end_port is not None:
+            return f"{self.port}-{self.end_port}/{self.protocol}"
+        return f"{self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ingress or egress rule."""
+
+    direction: str  # INGRESS or EGRESS
+    index: int
+    peers: tuple[Peer, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    peers_written_empty: bool = False  # `from: []` / `to: []` spelled out
+    ports_written_empty: bool = False
+
+    @property
+    def all_peers(self) -> bool:
+        return not self.peers
+
+    @property
+    def all_ports(self) -> bool:
+        return not self.ports
+
+    @property
+    def peers_field(self) -> str:
+        return "from" if self.direction == INGRESS else "to"
+
+    @property
+    def path(self) -> str:
+        return f"spec.{self.direction.lower()}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a policy came from: file, first line, and field path -> line where known."""
+
+    file: str
+    line: int = 0
+    lines: Mapping[str, int] = field(default_factory=dict)
+
+    def line_of(self, path: str) -> int:
+        """The line of the deepest known field on `path`."""
+        p = path
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            cut = max(p.rfind("."), p.rfind("["))
+            if cut <= 0:
+                break
+            p = p[:cut]
+        return self.line
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkPolicy:
+    name: str
+    namespace: str
+    pod_selector: LabelSelector
+    policy_types: frozenset[str]
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    policy_types_written: bool = False
+    ingress_written: bool = False  # the `ingress` key is present (even when empty)
+    egress_written: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    origin: Optional[Origin] = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def isolates_ingress(self) -> bool:
+        return INGRESS in self.policy_types
+
+    @property
+    def isolates_egress(self) -> bool:
+        return EGRESS in self.policy_types
+
+    def rules_for(self, direction: str) -> tuple[Rule, ...]:
+        """The rules that take effect for a direction ([] when the direction is not isolated)."""
+        if direction not in self.policy_types:
+            return ()
+        return self.ingress if direction == INGRESS else self.egress
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NetworkPolicy) and self.key == other.key and self.raw == other.raw

@@ -1,0 +1,74 @@
+"""What a check may look at besides the policy: the cluster view, the engine and config.
+
+Derived facts that many checks share (the DNS pods, a policy's selected pods) are
+computed once per context and cached here, never re-derived in each rule.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable
+
+from webhook.cluster.objects import NAME_LABEL, ContainerPort, Pod
+from webhook.cluster.view import ClusterView
+from webhook.config import Config
+from webhook.policy.engine import Engine
+from webhook.policy.model import NetworkPolicy
+from webhook.policy.selectors import LabelSelector
+
+ISOLATE_VALUES = ("all", "ingress", "egress")
+
+
+@dataclass
+class Context:
+    view: ClusterView
+    config: Config
+    engine: Engine = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = Engine(self.view, self.config.cluster.ipBlockMatchesPods)
+        self._dns_cache: dict[str, tuple[bool, bool, bool]] = {}
+
+    def with_engine(self, engine: Engine) -> "Context":
+        return Context(self.view, self.config, engine)
+
+    # --- DNS ---------------------------------------------------------------------------
+    @cached_property
+    def dns_pods(self) -> list[Pod]:
+        """The cluster DNS pods in view, or a stand-in for standard CoreDNS when none are shown."""
+        dns = self.config.dns
+        sel = LabelSelector(tuple(sorted(dns.podLabels.items())))
+        found = self.view.select_pods(dns.namespace, sel, limit=50)
+        if found:
+            return found
+        # Not in view (linting a repo without kube-system): assume the standard deployment.
+        return [Pod(dns.namespace, "cluster-dns", dict(dns.podLabels),
+                    (ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"),
+                     ContainerPort(9153, "TCP", "metrics")), kind="Deployment")]
+
+    # --- isolation ---------------------------------------------------------------------
+    def isolation_mode(self, namespace: str) -> str | None:
+        ns = self.view.namespace(namespace)
+        if ns is None:
+            return None
+        value = ns.labels.get(self.config.isolation.labelKey)
+        return value if value in ISOLATE_VALUES else None
+
+    # --- suggestions -------------------------------------------------------------------
+    @staticmethod
+    def closest(word: str, options: Iterable[str], n: int = 1) -> list[str]:
+        opts = sorted(set(options))
+        return difflib.get_close_matches(word, opts, n=n, cutoff=0.6)
+
+    def namespace_exists(self, name: str) -> bool:
+        return self.view.namespace(name) is not None
+
+
+def selected_pods(ctx: Context, policy: NetworkPolicy, limit: int | None = None) -> list[Pod]:
+    return ctx.view.select_pods(policy.namespace, policy.pod_selector, limit=limit)
+
+
+def name_selector(namespace: str) -> dict:
+    return {"matchLabels": {NAME_LABEL: namespace}}
