@@ -1,0 +1,573 @@
+"""The Helm chart, rendered by the real helm binary and checked against Kubernetes schemas.
+
+helm comes from PATH or .tools/bin (scripts/install-helm.sh puts it there; `make test`
+runs that first). Without it these tests fail rather than skip: a chart nobody rendered
+is a chart nobody tested.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webhook import config as server_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "netpol-guard"
+RELEASE, NAMESPACE = "guard", "guard-system"
+FULLNAME = "guard-netpol-guard"
+# The Kubernetes versions the chart supports (Chart.yaml kubeVersion): oldest and newest.
+K8S_VERSIONS = ("1.28.0", "1.35.0")
+# Custom resources: kubernetes-validate has no schemas for these; checked by assertions below.
+CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
+
+SCENARIOS = {
+    "default": {},
+    "cert-manager": {"certificates": {"mode": "certManager"}},
+    "cert-manager-issuer": {"certificates": {"mode": "certManager",
+                                             "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}},
+    "existing-secret": {"certificates": {"mode": "existingSecret",
+                                         "existingSecret": {"name": "my-tls", "caBundle": "LS0tLS1CRUdJTg=="}}},
+    "gate-on": {"config": {"isolation": {"gatePods": True}}},
+    "mutations-on": {"config": {"mutations": {"addDnsEgress": True, "explicitPolicyTypes": True,
+                                              "exceptMetadataAddress": True}}},
+    "everything": {
+        "priorityClassName": "system-cluster-critical",
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "networkPolicy": {"ingressFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                          "apiServer": {"cidrs": ["172.20.0.10/32"], "ports": [6443]}},
+        "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 10, "excludeNamespaces": ["monitoring"]},
+        "controller": {"enabled": False},
+        "config": {"mode": "warn", "dns": {"nodeLocalAddresses": ["169.254.20.10"]},
+                   "isolation": {"gatePods": True, "controllerUsers": ["system:serviceaccount:x:y"]},
+                   "mutations": {"addDnsEgress": True}},
+    },
+}
+
+
+# --- helm ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def helm_binary() -> str:
+    found = shutil.which("helm") or (str(ROOT / ".tools/bin/helm") if os.access(ROOT / ".tools/bin/helm", os.X_OK) else None)
+    if not found:
+        pytest.fail("helm not found on PATH or in .tools/bin: run `scripts/install-helm.sh .venv/bin/python` "
+                    "(or `make test`, which does it)", pytrace=False)
+    return found
+
+
+def helm(*args: str, values: dict | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [helm_binary(), *args]
+    if values is not None:
+        values_file = (tmp or Path("/tmp")) / f"values-{os.getpid()}-{abs(hash(json.dumps(values, sort_keys=True)))}.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        cmd += ["--values", str(values_file)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@functools.lru_cache(maxsize=None)
+def _render(values_json: str) -> tuple:
+    values = json.loads(values_json)
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
+    assert result.returncode == 0, f"helm template failed for {values}:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render(values: dict | None = None) -> list[dict]:
+    return [json.loads(json.dumps(d)) for d in _render(json.dumps(values or {}, sort_keys=True))]
+
+
+def objects(docs, kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs, kind: str, name: str | None = None) -> dict:
+    found = [d for d in objects(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def rendered_config(docs) -> dict:
+    return yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+
+
+def deployment_pod(docs) -> dict:
+    return one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+# --- kubernetes schema validation -----------------------------------------------------
+
+class KubernetesSchemas:
+    """kubernetes-validate's strict schemas for one version, each validator built once.
+
+    (kubernetes_validate.validate() re-reads the schema files on every call, which makes
+    validating a few dozen objects take many seconds.)
+    """
+
+    def __init__(self, version: str):
+        import importlib.resources
+        import re
+
+        import jsonschema
+        from referencing import Registry, Resource
+
+        self._jsonschema, self._re = jsonschema, re
+        base = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
+        self._dir = base / f"v{version}-local-strict"
+        assert self._dir.is_dir(), f"kubernetes-validate has no schemas for {version}"
+        definitions = json.loads((self._dir / "_definitions.json").read_text())
+        self._registry = Resource.from_contents(definitions) @ Registry()
+        self._validators: dict[tuple[str, str], object] = {}
+
+    def validate(self, obj: dict) -> None:
+        key = (obj["apiVersion"], obj["kind"])
+        if key not in self._validators:
+            api = self._re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", obj["apiVersion"])
+            path = self._dir / f"{obj['kind'].lower()}-{api}.json"
+            schema = json.loads(path.read_text())
+            registry = self._registry.with_resource("", __import__("referencing").Resource.from_contents(schema))
+            self._validators[key] = self._jsonschema.Draft202012Validator(schema, registry=registry)
+        errors = sorted(self._validators[key].iter_errors(obj), key=lambda e: list(e.path))
+        assert not errors, f"{obj['kind']}/{obj['metadata']['name']}: " + "; ".join(
+            f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+
+
+@functools.lru_cache(maxsize=None)
+def schemas(version: str) -> KubernetesSchemas:
+    return KubernetesSchemas(version)
+
+
+# --- tests: helm itself -----------------------------------------------------------------
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_helm_lint_is_clean(scenario, tmp_path):
+    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, values=SCENARIOS[scenario], tmp=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_rendered_object_is_valid_for_the_supported_kubernetes_versions(scenario, version):
+    docs = render(SCENARIOS[scenario])
+    assert docs
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        schemas(version).validate(doc)
+        checked += 1
+    assert checked >= 14
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_schema_validator_really_rejects_a_bad_object(version):
+    # Guard against a validator that accepts everything (e.g. a wrong schema directory):
+    # a misspelt field deep inside the Deployment must be caught.
+    deployment = one(render(), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFS"] = True
+    with pytest.raises(AssertionError, match="readOnlyRootFS"):
+        schemas(version).validate(deployment)
+
+
+# --- tests: configuration ---------------------------------------------------------------
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_rendered_config_is_accepted_by_the_server(scenario):
+    cfg = server_config.from_dict(rendered_config(render(SCENARIOS[scenario])), source="chart config.yaml")
+    assert isinstance(cfg, server_config.Config)
+
+
+def test_values_config_has_the_same_keys_and_defaults_as_the_server():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["config"] == server_config.Config().to_dict()
+
+
+def test_schema_config_section_mirrors_the_config_dataclasses():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def check(cls, node, where):
+        assert node.get("additionalProperties") is False, where
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(node["properties"]) == set(fields), where
+        for name in fields:
+            default = getattr(cls(), name)
+            if dataclasses.is_dataclass(default):
+                check(type(default), node["properties"][name], f"{where}.{name}")
+
+    check(server_config.Config, schema["properties"]["config"], "config")
+
+
+def test_controller_users_default_to_the_release_service_account():
+    cfg = rendered_config(render())
+    assert cfg["isolation"]["controllerUsers"] == [f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"]
+    sa = one(render(), "ServiceAccount", FULLNAME)
+    assert deployment_pod(render())["serviceAccountName"] == sa["metadata"]["name"]
+
+    renamed = render({"serviceAccount": {"name": "guard-sa"}})
+    assert rendered_config(renamed)["isolation"]["controllerUsers"] == [f"system:serviceaccount:{NAMESPACE}:guard-sa"]
+
+
+def test_controller_users_set_by_the_user_are_kept():
+    cfg = rendered_config(render(SCENARIOS["everything"]))
+    assert cfg["isolation"]["controllerUsers"] == ["system:serviceaccount:x:y"]
+    assert cfg["mode"] == "warn"
+
+
+def test_config_change_rolls_the_pods():
+    annotations = lambda docs: one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations(render())["checksum/config"] != annotations(render({"config": {"mode": "warn"}}))["checksum/config"]
+
+
+# --- tests: the Deployment --------------------------------------------------------------
+
+def test_pods_run_restricted():
+    for docs in (render(), render(SCENARIOS["everything"])):
+        pod_specs = [deployment_pod(docs)] + [j["spec"]["template"]["spec"] for j in objects(docs, "Job")]
+        assert len(pod_specs) == 2
+        for pod in pod_specs:
+            psc = pod["securityContext"]
+            assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532
+            assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert not pod.get("hostNetwork") and not pod.get("hostPID")
+            for container in pod["containers"]:
+                sc = container["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False
+                assert sc["readOnlyRootFilesystem"] is True
+                assert sc["runAsNonRoot"] is True and isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0
+                assert sc["capabilities"] == {"drop": ["ALL"]}
+                assert "privileged" not in sc
+                assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_deployment_is_highly_available_and_probed():
+    docs = render()
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment_pod(docs)
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    container = pod["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert "priorityClassName" not in pod
+    assert deployment_pod(render(SCENARIOS["everything"]))["priorityClassName"] == "system-cluster-critical"
+
+
+def test_server_is_started_with_the_agreed_command_line():
+    container = deployment_pod(render())["containers"][0]
+    assert container["args"] == ["serve", "--config", "/etc/netpol-guard/config.yaml", "--bind", "0.0.0.0:8443",
+                                 "--cert", "/tls/tls.crt", "--key", "/tls/tls.key", "--controller"]
+    assert "--controller" not in deployment_pod(render(SCENARIOS["everything"]))["containers"][0]["args"]
+    assert container["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    assert container["image"] == f"ghcr.io/netpol-guard/netpol-guard:{chart_meta()['appVersion']}"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/etc/netpol-guard": "config", "/tls": "tls", "/tmp": "tmp"}
+    volumes = {v["name"]: v for v in deployment_pod(render())["volumes"]}
+    assert "emptyDir" in volumes["tmp"]
+    assert volumes["config"]["configMap"]["name"] == one(render(), "ConfigMap")["metadata"]["name"]
+
+
+def test_service_maps_443_to_the_webhook_port():
+    service = one(render(), "Service")
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == one(render(), "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+# --- tests: RBAC ------------------------------------------------------------------------
+
+def all_rules(docs):
+    for role in objects(docs, "ClusterRole") + objects(docs, "Role"):
+        for rule in role["rules"]:
+            yield role, rule
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(scenario):
+    docs = render(SCENARIOS[scenario])
+    for role, rule in all_rules(docs):
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), f"{role['kind']} {role['metadata']['name']}: wildcard in {field}"
+            assert not any("*" in item or "/" in item for item in rule.get(field, []) if field == "resources"), rule
+        if role["kind"] == "ClusterRole":
+            assert "secrets" not in rule["resources"], f"cluster-wide Secret access in {role['metadata']['name']}"
+        else:
+            assert role["metadata"]["namespace"] == NAMESPACE
+    for binding in objects(docs, "ClusterRoleBinding") + objects(docs, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": binding["subjects"][0]["name"],
+                                        "namespace": NAMESPACE}]
+        assert binding["roleRef"]["kind"] in ("ClusterRole", "Role")
+
+
+def test_rbac_names_the_objects_it_may_change():
+    docs = render()
+    cluster_role, role = one(docs, "ClusterRole", FULLNAME), one(docs, "Role", FULLNAME)
+
+    def verbs_for(rules, resource, **match):
+        return [r for r in rules if resource in r["resources"] and all(r.get(k) == v for k, v in match.items())]
+
+    reads = {res: set().union(*(r["verbs"] for r in verbs_for(cluster_role["rules"], res)))
+             for res in ("namespaces", "pods", "services", "networkpolicies")}
+    assert all({"list", "watch"} <= verbs for verbs in reads.values())
+    assert {"create", "update", "patch", "delete"} <= reads["networkpolicies"]
+    assert not ({"create", "update", "patch", "delete"} & (reads["namespaces"] | reads["pods"] | reads["services"]))
+
+    [webhooks] = verbs_for(cluster_role["rules"], "validatingwebhookconfigurations")
+    assert webhooks["resources"] == ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+    assert webhooks["resourceNames"] == [FULLNAME] and set(webhooks["verbs"]) == {"get", "update", "patch"}
+
+    secrets = verbs_for(role["rules"], "secrets")
+    named = [r for r in secrets if "resourceNames" in r]
+    assert [(r["resourceNames"], sorted(r["verbs"])) for r in named] == [([f"{FULLNAME}-tls"], ["get", "patch", "update"])]
+    assert [r["verbs"] for r in secrets if "resourceNames" not in r] == [["create"]]
+    leases = verbs_for(role["rules"], "leases")
+    assert [(r.get("resourceNames"), sorted(r["verbs"])) for r in leases] == [
+        ([f"{FULLNAME}-leader"], ["get", "update"]), (None, ["create"])]
+    # Everything that changes an existing object by name is limited to named objects,
+    # except the NetworkPolicies the controller manages and events.
+    for _, rule in all_rules(docs):
+        if {"update", "patch", "delete"} & set(rule["verbs"]) and not {"networkpolicies", "events"} & set(rule["resources"]):
+            assert rule.get("resourceNames"), rule
+
+
+@pytest.mark.parametrize("scenario", ["cert-manager", "existing-secret"])
+def test_without_self_managed_certificates_there_is_no_secret_or_webhook_write_access(scenario):
+    docs = render(SCENARIOS[scenario])
+    for role, rule in all_rules(docs):
+        if role["metadata"]["name"] != FULLNAME:
+            continue  # the uninstall hook's own role is checked separately
+        assert "secrets" not in rule["resources"]
+        assert "validatingwebhookconfigurations" not in rule["resources"]
+
+
+# --- tests: webhook configurations ------------------------------------------------------
+
+def validating_webhooks(docs) -> dict[str, dict]:
+    return {w["name"]: w for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_webhooks_never_see_kube_system_the_release_namespace_or_ignored_namespaces(scenario):
+    docs = render(SCENARIOS[scenario])
+    configs = objects(docs, "ValidatingWebhookConfiguration") + objects(docs, "MutatingWebhookConfiguration")
+    for webhook in (w for c in configs for w in c["webhooks"]):
+        expressions = webhook["namespaceSelector"]["matchExpressions"]
+        by_key = {e["key"]: e for e in expressions}
+        assert by_key["kubernetes.io/metadata.name"]["operator"] == "NotIn"
+        assert {"kube-system", NAMESPACE} <= set(by_key["kubernetes.io/metadata.name"]["values"])
+        assert by_key["netpol-guard.io/ignore"] == {"key": "netpol-guard.io/ignore", "operator": "NotIn",
+                                                     "values": ["true"]}
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        assert webhook["sideEffects"] == "None"
+        assert webhook["matchPolicy"] == "Equivalent"
+        service = webhook["clientConfig"]["service"]
+        assert (service["name"], service["namespace"], service["port"]) == (FULLNAME, NAMESPACE, 443)
+        assert service["path"] in ("/validate", "/mutate")
+    excluded = validating_webhooks(render(SCENARIOS["everything"]))["networkpolicies.netpol-guard.io"]
+    assert "monitoring" in excluded["namespaceSelector"]["matchExpressions"][0]["values"]
+
+
+def test_validating_webhook_defaults():
+    hooks = validating_webhooks(render())
+    assert set(hooks) == {"networkpolicies.netpol-guard.io", "namespaces.netpol-guard.io"}
+    assert all(h["clientConfig"]["service"]["path"] == "/validate" for h in hooks.values())
+    netpol = hooks["networkpolicies.netpol-guard.io"]
+    assert netpol["failurePolicy"] == "Fail" and netpol["timeoutSeconds"] == 3
+    assert netpol["rules"] == [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                                "resources": ["networkpolicies"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                                "scope": "Namespaced"}]
+    namespaces = hooks["namespaces.netpol-guard.io"]
+    assert namespaces["failurePolicy"] == "Ignore"
+    assert namespaces["objectSelector"] == {"matchExpressions": [{"key": "netpol-guard.io/isolate", "operator": "Exists"}]}
+    assert namespaces["rules"][0]["resources"] == ["namespaces"]
+    assert namespaces["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+
+
+def test_failure_policy_and_timeout_are_values_but_namespaces_always_fail_open():
+    hooks = validating_webhooks(render(SCENARIOS["everything"]))
+    assert hooks["networkpolicies.netpol-guard.io"]["failurePolicy"] == "Ignore"
+    assert hooks["networkpolicies.netpol-guard.io"]["timeoutSeconds"] == 10
+    assert hooks["namespaces.netpol-guard.io"]["failurePolicy"] == "Ignore"
+    custom_label = validating_webhooks(render({"config": {"isolation": {"labelKey": "example.com/lockdown"}}}))
+    assert custom_label["namespaces.netpol-guard.io"]["objectSelector"]["matchExpressions"][0]["key"] == "example.com/lockdown"
+
+
+def test_pod_rule_only_when_the_gate_is_on():
+    assert "pods.netpol-guard.io" not in validating_webhooks(render())
+    pods = validating_webhooks(render(SCENARIOS["gate-on"]))["pods.netpol-guard.io"]
+    assert pods["rules"][0]["resources"] == ["pods"] and pods["rules"][0]["operations"] == ["CREATE"]
+    assert pods["failurePolicy"] == "Fail"
+
+
+@pytest.mark.parametrize("mutation", ["addDnsEgress", "explicitPolicyTypes", "exceptMetadataAddress"])
+def test_mutating_webhook_exists_only_when_a_mutation_is_on(mutation):
+    assert objects(render(), "MutatingWebhookConfiguration") == []
+    docs = render({"config": {"mutations": {mutation: True}}})
+    mutating = one(docs, "MutatingWebhookConfiguration", FULLNAME)
+    [hook] = mutating["webhooks"]
+    assert hook["clientConfig"]["service"]["path"] == "/mutate"
+    assert hook["rules"][0]["resources"] == ["networkpolicies"]
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+
+
+# --- tests: certificate modes -----------------------------------------------------------
+
+def tls_volume(docs) -> dict:
+    return next(v for v in deployment_pod(docs)["volumes"] if v["name"] == "tls")["secret"]
+
+
+def test_self_managed_mode_mounts_the_secret_the_leader_creates():
+    docs = render()
+    assert tls_volume(docs)["secretName"] == f"{FULLNAME}-tls"
+    assert tls_volume(docs)["optional"] is True  # the pod starts before the Secret exists
+    assert tls_volume(docs)["defaultMode"] == 0o440
+    assert "caBundle" not in validating_webhooks(docs)["networkpolicies.netpol-guard.io"]["clientConfig"]
+    assert not [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
+
+
+@pytest.mark.parametrize("scenario", ["cert-manager", "cert-manager-issuer"])
+def test_cert_manager_mode_issues_a_certificate_and_injects_the_ca(scenario):
+    docs = render({**SCENARIOS[scenario], "config": {"mutations": {"addDnsEgress": True}}})
+    certificate = one(docs, "Certificate", FULLNAME)
+    assert certificate["spec"]["secretName"] == tls_volume(docs)["secretName"] == f"{FULLNAME}-tls"
+    assert certificate["spec"]["dnsNames"] == [FULLNAME, f"{FULLNAME}.{NAMESPACE}", f"{FULLNAME}.{NAMESPACE}.svc",
+                                               f"{FULLNAME}.{NAMESPACE}.svc.cluster.local"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = one(docs, kind)
+        assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{FULLNAME}"
+        assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
+    issuers = objects(docs, "Issuer")
+    if scenario == "cert-manager-issuer":
+        assert issuers == [] and certificate["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+    else:
+        ca_issuer = one(docs, "Issuer", f"{FULLNAME}-ca")
+        assert certificate["spec"]["issuerRef"]["name"] == ca_issuer["metadata"]["name"]
+        assert one(docs, "Certificate", f"{FULLNAME}-ca")["spec"]["isCA"] is True
+    for crd_object in (d for d in docs if d["apiVersion"].startswith(CRD_GROUPS)):
+        assert crd_object["metadata"]["namespace"] == NAMESPACE
+
+
+def test_existing_secret_mode_uses_the_given_secret_and_ca_bundle():
+    docs = render(SCENARIOS["existing-secret"])
+    assert tls_volume(docs)["secretName"] == "my-tls"
+    assert "optional" not in tls_volume(docs)
+    for hook in validating_webhooks(docs).values():
+        assert hook["clientConfig"]["caBundle"] == "LS0tLS1CRUdJTg=="
+    assert not [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
+
+
+# --- tests: the chart's own NetworkPolicies ---------------------------------------------
+
+def test_own_network_policy_allows_only_the_webhook_port_dns_and_the_api_server():
+    docs = render()
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    dns, api = policy["spec"]["egress"]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+
+    custom = one(render(SCENARIOS["everything"]), "NetworkPolicy")["spec"]
+    assert custom["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in custom["egress"][0]["to"]
+    assert custom["egress"][1] == {"to": [{"ipBlock": {"cidr": "172.20.0.10/32"}}],
+                                   "ports": [{"port": 6443, "protocol": "TCP"}]}
+    assert objects(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
+
+
+def test_service_monitor_is_optional_and_verifies_tls():
+    assert objects(render(), "ServiceMonitor") == []
+    monitor = one(render(SCENARIOS["everything"]), "ServiceMonitor")
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "https" and endpoint["path"] == "/metrics" and endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["serverName"] == f"{FULLNAME}.{NAMESPACE}.svc"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
+# --- tests: uninstall order -------------------------------------------------------------
+
+def test_uninstall_hook_removes_the_webhook_configurations_before_the_pods():
+    docs = render()
+    job = one(docs, "Job")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-delete"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == deployment_pod(docs)["containers"][0]["image"]
+    assert container["command"] == ["python", "-c"]
+    script, name, timeout = container["args"]
+    compile(script, "uninstall-hook", "exec")  # the embedded script is valid Python
+    assert name == FULLNAME and int(timeout) > 0
+    assert "delete_validating_webhook_configuration" in script and "delete_mutating_webhook_configuration" in script
+    # Its RBAC exists before it runs, and allows nothing beyond those two objects.
+    hook_role = one(docs, "ClusterRole", f"{FULLNAME}-uninstall")
+    assert hook_role["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    assert int(hook_role["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+    assert hook_role["rules"] == [{"apiGroups": ["admissionregistration.k8s.io"],
+                                   "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+                                   "resourceNames": [FULLNAME], "verbs": ["get", "delete"]}]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-uninstall"
+    # The webhook configurations themselves are ordinary release objects, not hooks.
+    assert "helm.sh/hook" not in (one(docs, "ValidatingWebhookConfiguration")["metadata"].get("annotations") or {})
+
+
+# --- tests: values.schema.json ----------------------------------------------------------
+
+@pytest.mark.parametrize("values, message", [
+    ({"replicas": 3}, "replicas"),
+    ({"config": {"isolation": {"gatepods": True}}}, "gatepods"),
+    ({"replicaCount": "two"}, "replicaCount"),
+    ({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+    ({"webhook": {"timeoutSeconds": 60}}, "timeoutSeconds"),
+    ({"config": {"mode": "audit"}}, "mode"),
+    ({"certificates": {"mode": "existingSecret", "existingSecret": {"name": "my-tls"}}}, "caBundle"),
+    ({"certificates": {"mode": "existingSecret", "existingSecret": {"caBundle": "QUJD"}}}, "name"),
+    ({"certificates": {"mode": "vault"}}, "mode"),
+])
+def test_values_schema_rejects_unknown_and_wrong_values(values, message, tmp_path):
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values, tmp=tmp_path)
+    assert result.returncode != 0, f"helm accepted {values}"
+    assert "schema" in result.stderr and message in result.stderr, result.stderr
+
+
+# --- tests: NOTES, metadata, docs -------------------------------------------------------
+
+def chart_meta() -> dict:
+    return yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def test_notes_explain_how_to_check_it_works():
+    result = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl apply --dry-run=server" in notes and "name: monitoring" in notes
+    assert "denied the request" in notes
+    assert "netpol-guard.io/ignore=true" in notes
+
+
+def test_chart_app_version_is_the_package_version():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart_meta()["appVersion"] == version
+
+
+def test_values_doc_is_up_to_date():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/gen-values-doc.py"), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
