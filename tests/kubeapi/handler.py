@@ -55,6 +55,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for ordinary calls, chunked streams for watches
     server_version = "kubeapi-stand-in"
     server: StandInServer
+    streaming = False  # True once a watch stream has sent its headers
 
     # ---- connection bookkeeping --------------------------------------------------
 
@@ -104,6 +105,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         path = url.path
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         route = parse_path(path)
+        self.streaming = False
         is_watch = self.command == "GET" and query.get("watch", "").lower() in _TRUE
         status = 500
         try:
@@ -122,9 +124,17 @@ class RequestHandler(BaseHTTPRequestHandler):
         except ApiError as exc:
             status = exc.code
             self._send_json(exc.code, exc.status())
-        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+        except OSError:
             self.close_connection = True
             status = 499  # the client (or a dropped connection) went away mid-response
+        except Exception as exc:  # a stand-in bug: answer like the real server's 500, keep serving
+            status = 500
+            self.close_connection = True
+            if not self.streaming:
+                self._send_json(500, status_object(500, "InternalError",
+                                                   f"kube stand-in failed: {type(exc).__name__}: {exc}"))
+            else:
+                raise
         finally:
             api._log.add(RequestRecord(self.command, path, query, status, started,
                                        time.monotonic() - t0,
@@ -224,6 +234,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     # ---- watch stream primitives (used by KubeAPI._serve_watch) -----------------------
 
     def start_stream(self) -> None:
+        self.streaming = True
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")

@@ -45,6 +45,7 @@ class KubeAPI:
         self._server: StandInServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        self._watching: set[socket.socket] = set()  # connections currently streaming a watch
         self._conn_lock = threading.Lock()
         self._watch_epoch = 0  # bumped to end every open watch
         self._open_watches = 0
@@ -88,6 +89,11 @@ class KubeAPI:
         self._thread.join()
         self._thread = None
         self.drop_watches()
+        # Let watch handlers finish their streams cleanly before the sockets go away.
+        deadline = time.monotonic() + 2.0
+        with self._store.changed:
+            while self._open_watches and time.monotonic() < deadline:
+                self._store.changed.wait(0.05)
         with self._conn_lock:
             conns = list(self._connections)
         for conn in conns:  # wake handlers idling on keep-alive connections
@@ -198,7 +204,7 @@ class KubeAPI:
             self._store.changed.notify_all()
         if abrupt:
             with self._conn_lock:
-                conns = [c for c in self._connections if getattr(c, "_kubeapi_watching", False)]
+                conns = list(self._watching)
             for conn in conns:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
@@ -304,7 +310,8 @@ class KubeAPI:
                 initial, since = store.list(rt, ns, match)
             self._open_watches += 1
             store.changed.notify_all()
-        handler.connection._kubeapi_watching = True
+        with self._conn_lock:
+            self._watching.add(handler.connection)
         try:
             handler.start_stream()
             for obj in initial:
@@ -354,7 +361,8 @@ class KubeAPI:
                     break
             handler.end_stream()
         finally:
-            handler.connection._kubeapi_watching = False
+            with self._conn_lock:
+                self._watching.discard(handler.connection)
             with store.changed:
                 self._open_watches -= 1
                 store.changed.notify_all()
