@@ -571,3 +571,56 @@ def test_values_doc_is_up_to_date():
     result = subprocess.run([sys.executable, str(ROOT / "scripts/gen-values-doc.py"), "--check"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the uninstall hook's script, run for real against the API stand-in -----------------
+
+def hook_script_and_args(docs) -> list[str]:
+    container = one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
+    return container["args"]
+
+
+def run_hook(kube_api, tmp_path, args: list[str]) -> subprocess.CompletedProcess:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+        "clusters": [{"name": "standin", "cluster": {"server": kube_api.url}}],
+        "users": [{"name": "standin", "user": {}}],
+        "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "standin"}}],
+    }))
+    script, *rest = args
+    env = {"KUBECONFIG": str(kubeconfig), "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, "-c", script, *rest], capture_output=True, text=True, timeout=60, env=env)
+
+
+def webhook_configurations(kube_api) -> list[str]:
+    return [f"{kind}/{obj['metadata']['name']}"
+            for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+            for obj in kube_api.list_objects(kind)]
+
+
+def test_uninstall_hook_deletes_both_webhook_configurations(kube_api, tmp_path):
+    docs = render(SCENARIOS["mutations-on"])
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        kube_api.put_object(one(docs, kind))
+    kube_api.put_object({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                         "metadata": {"name": "someone-else"}, "webhooks": []})
+    result = run_hook(kube_api, tmp_path, hook_script_and_args(docs))
+    assert result.returncode == 0, result.stderr
+    assert "webhook configurations are gone" in result.stdout
+    assert webhook_configurations(kube_api) == ["ValidatingWebhookConfiguration/someone-else"]
+
+    # Running again (a retried Job) when they are already gone also succeeds.
+    again = run_hook(kube_api, tmp_path, hook_script_and_args(docs))
+    assert again.returncode == 0, again.stderr
+
+
+def test_uninstall_hook_fails_and_says_why_when_it_cannot_delete(kube_api, tmp_path):
+    docs = render()
+    kube_api.put_object(one(docs, "ValidatingWebhookConfiguration"))
+    kube_api.inject_failure("DELETE", "validatingwebhookconfigurations", status=403, count=1)
+    result = run_hook(kube_api, tmp_path, hook_script_and_args(docs))
+    assert result.returncode != 0
+    assert f"cannot delete ValidatingWebhookConfiguration {FULLNAME}: 403" in result.stderr
+    # A failed hook stops `helm uninstall`: the webhook configuration and the pods stay together.
+    assert webhook_configurations(kube_api) == [f"ValidatingWebhookConfiguration/{FULLNAME}"]
