@@ -88,7 +88,7 @@ class RequestRecord:
     query: dict  # parsed query string, single values as str
     status: int
     started: float  # time.time() when the request arrived
-    duration: float  # seconds until the response (for watches: until the stream ended)
+    duration: float  # seconds from arrival until the response was written (watches: until the stream opened)
     namespace: str | None  # namespace segment of the path, if any
     watch: bool
 

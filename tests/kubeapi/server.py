@@ -240,7 +240,8 @@ class KubeAPI:
 
     def requests(self, method: str | None = None, path_regex: str | None = None,
                  watch: bool | None = None) -> list[RequestRecord]:
-        """Logged requests (finished ones; a watch is logged when its stream ends)."""
+        """Logged requests, oldest first. A request is logged just before its response is
+        written (a watch: when its stream opens, with duration up to that point)."""
         pattern = re.compile(path_regex) if path_regex else None
         return [r for r in self._log.records()
                 if (method is None or r.method == method.upper())
