@@ -26,6 +26,7 @@ class StandInServer(ThreadingHTTPServer):
 
     daemon_threads = False
     block_on_close = True
+    request_queue_size = 128  # benchmarks open many connections at once; the default is 5
 
     def __init__(self, address, api: "KubeAPI"):
         self.api = api

@@ -56,6 +56,9 @@ class KubeAPI:
     def start(self) -> "KubeAPI":
         if self._started:
             raise RuntimeError("KubeAPI is already started")
+        if self._store.closed:
+            raise RuntimeError("a stopped KubeAPI cannot be restarted; create a new one "
+                               "(use stop_accepting()/start_accepting() to simulate an outage)")
         self._started = True
         self._listen()
         return self
