@@ -308,3 +308,106 @@ def build_view(namespaces: Iterable[Namespace] = (), pods: Iterable[Pod] = (),
     for pol in policies:
         view.upsert_policy(pol)
     return view
+
+
+# --- cross-namespace lookups (appended for the selector and ports rules) ------------------
+# The per-namespace pod indexes answer "which pods here"; some checks ask "in which
+# namespaces" (a peer written in the wrong namespace, a named port declared anywhere). These
+# summaries are derived from the indexes once per view generation - from label pairs, not
+# pods, where possible - so one policy's check never walks every namespace's pods.
+
+class _CrossNamespace:
+    def __init__(self, view: ClusterView) -> None:
+        self.generation = view.generation
+        self.ns_by_pair: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.ns_by_key: dict[str, set[str]] = defaultdict(set)
+        self.with_pods: set[str] = set()
+        self._ports: dict[object, set[str]] | None = None
+        self._services: dict[str, list[Service]] | None = None
+        for ns, idx in view._pod_index.items():
+            if not idx.all:
+                continue
+            self.with_pods.add(ns)
+            for pair in idx.by_pair:
+                self.ns_by_pair[pair].add(ns)
+                self.ns_by_key[pair[0]].add(ns)
+
+    def candidates(self, sel: LabelSelector) -> set[str]:
+        best: set[str] | None = None
+        for pair in sel.match_labels:
+            s = self.ns_by_pair.get(pair, set())
+            if best is None or len(s) < len(best):
+                best = s
+        for r in sel.expressions:
+            if r.operator == "In":
+                s = set()
+                for v in r.values:
+                    s |= self.ns_by_pair.get((r.key, v), set())
+            elif r.operator == "Exists":
+                s = self.ns_by_key.get(r.key, set())
+            else:
+                continue
+            if best is None or len(s) < len(best):
+                best = s
+        return self.with_pods if best is None else best
+
+    def ports(self, view: ClusterView) -> dict[object, set[str]]:
+        """Container port name or number -> namespaces where some pod declares it."""
+        if self._ports is None:
+            out: dict[object, set[str]] = defaultdict(set)
+            for pod in view._pods.values():
+                for p in pod.ports:
+                    out[p.port].add(pod.namespace)
+                    if p.name:
+                        out[p.name].add(pod.namespace)
+            self._ports = out
+        return self._ports
+
+    def services(self, view: ClusterView) -> dict[str, list[Service]]:
+        if self._services is None:
+            out: dict[str, list[Service]] = defaultdict(list)
+            for (ns, _), svc in view._services.items():
+                out[ns].append(svc)
+            self._services = out
+        return self._services
+
+
+def _cross(view: ClusterView) -> _CrossNamespace:
+    cached = getattr(view, "_cross_cache", None)
+    if cached is None or cached.generation != view.generation:
+        cached = _CrossNamespace(view)
+        view._cross_cache = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: LabelSelector | None = None,
+                         exclude: Iterable[str] = (), limit: int | None = None) -> list[str]:
+    """Sorted namespaces holding a pod (or template) `sel` selects, optionally only those whose
+    labels `ns_selector` matches. Candidates come from the cross-namespace pair index, so the
+    cost follows the namespaces that carry the selector's labels, not the cluster's size."""
+    with view.lock:
+        cross = _cross(view)
+        skip = set(exclude)
+        out = []
+        for ns in sorted(cross.candidates(sel)):
+            if ns in skip:
+                continue
+            if ns_selector is not None and not ns_selector.matches(view.namespace_labels(ns)):
+                continue
+            if view.any_pod(ns, sel):
+                out.append(ns)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+
+def namespaces_declaring_port(view: ClusterView, port: int | str) -> set[str]:
+    """Namespaces where some pod or template declares a container port of that number or name."""
+    with view.lock:
+        return set(_cross(view).ports(view).get(port, ()))
+
+
+def services_in(view: ClusterView, namespace: str) -> list[Service]:
+    """The Services of one namespace, without walking every Service in the cluster."""
+    with view.lock:
+        return list(_cross(view).services(view).get(namespace, ()))
