@@ -55,12 +55,20 @@ SCENARIOS = {
 
 # --- helm ---------------------------------------------------------------------------------
 
+HELM_MISSING = ("helm not found on PATH or in .tools/bin: run `scripts/install-helm.sh .venv/bin/python` "
+                "(or `make test`, which does it)")
+
+
+def find_helm(path: str | None, tools_bin: Path) -> str | None:
+    local = tools_bin / "helm"
+    return shutil.which("helm", path=path) or (str(local) if os.access(local, os.X_OK) else None)
+
+
 @functools.lru_cache(maxsize=None)
 def helm_binary() -> str:
-    found = shutil.which("helm") or (str(ROOT / ".tools/bin/helm") if os.access(ROOT / ".tools/bin/helm", os.X_OK) else None)
+    found = find_helm(os.environ.get("PATH"), ROOT / ".tools" / "bin")
     if not found:
-        pytest.fail("helm not found on PATH or in .tools/bin: run `scripts/install-helm.sh .venv/bin/python` "
-                    "(or `make test`, which does it)", pytrace=False)
+        pytest.fail(HELM_MISSING, pytrace=False)
     return found
 
 
@@ -74,15 +82,17 @@ def helm(*args: str, values: dict | None = None, tmp: Path | None = None) -> sub
 
 
 @functools.lru_cache(maxsize=None)
-def _render(values_json: str) -> tuple:
+def _render(values_json: str, kube_version: str | None) -> tuple:
     values = json.loads(values_json)
-    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
+    extra = ("--kube-version", kube_version) if kube_version else ()
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra, values=values)
     assert result.returncode == 0, f"helm template failed for {values}:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
-def render(values: dict | None = None) -> list[dict]:
-    return [json.loads(json.dumps(d)) for d in _render(json.dumps(values or {}, sort_keys=True))]
+def render(values: dict | None = None, kube_version: str | None = None) -> list[dict]:
+    """The rendered objects (fresh copies: tests may change them)."""
+    return [json.loads(json.dumps(d)) for d in _render(json.dumps(values or {}, sort_keys=True), kube_version)]
 
 
 def objects(docs, kind: str) -> list[dict]:
@@ -156,7 +166,7 @@ def test_helm_lint_is_clean(scenario, tmp_path):
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_rendered_object_is_valid_for_the_supported_kubernetes_versions(scenario, version):
-    docs = render(SCENARIOS[scenario])
+    docs = render(SCENARIOS[scenario], kube_version=version)
     assert docs
     checked = 0
     for doc in docs:
@@ -165,6 +175,11 @@ def test_every_rendered_object_is_valid_for_the_supported_kubernetes_versions(sc
         schemas(version).validate(doc)
         checked += 1
     assert checked >= 14
+
+
+def test_chart_refuses_kubernetes_older_than_supported():
+    result = helm("template", RELEASE, str(CHART), "--kube-version", "1.27.0")
+    assert result.returncode != 0 and "kubeVersion" in result.stderr
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -264,6 +279,30 @@ def test_deployment_is_highly_available_and_probed():
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
     assert "priorityClassName" not in pod
     assert deployment_pod(render(SCENARIOS["everything"]))["priorityClassName"] == "system-cluster-critical"
+
+
+def test_pod_disruption_budget_must_leave_room_to_drain_a_node():
+    result = helm("template", RELEASE, str(CHART), "--set", "replicaCount=1")
+    assert result.returncode != 0 and "must be below replicaCount" in result.stderr
+    single = render({"replicaCount": 1, "podDisruptionBudget": {"enabled": False}})
+    assert objects(single, "PodDisruptionBudget") == [] and one(single, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_only_webhook_pods_are_selected_by_the_deployment_service_and_budget():
+    docs = render()
+    webhook_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    hook_labels = one(docs, "Job")["spec"]["template"]["metadata"]["labels"]
+
+    def selects(selector: dict, labels: dict) -> bool:
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    for selector in (one(docs, "Deployment")["spec"]["selector"]["matchLabels"],
+                     one(docs, "Service")["spec"]["selector"],
+                     one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):
+        assert selects(selector, webhook_labels) and not selects(selector, hook_labels)
+    # Our own NetworkPolicy covers both, so the hook can reach the API server under it.
+    policy_selector = one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
+    assert selects(policy_selector, webhook_labels) and selects(policy_selector, hook_labels)
 
 
 def test_server_is_started_with_the_agreed_command_line():
@@ -473,7 +512,6 @@ def test_existing_secret_mode_uses_the_given_secret_and_ca_bundle():
 def test_own_network_policy_allows_only_the_webhook_port_dns_and_the_api_server():
     docs = render()
     policy = one(docs, "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
     dns, api = policy["spec"]["egress"]
@@ -624,3 +662,30 @@ def test_uninstall_hook_fails_and_says_why_when_it_cannot_delete(kube_api, tmp_p
     assert f"cannot delete ValidatingWebhookConfiguration {FULLNAME}: 403" in result.stderr
     # A failed hook stops `helm uninstall`: the webhook configuration and the pods stay together.
     assert webhook_configurations(kube_api) == [f"ValidatingWebhookConfiguration/{FULLNAME}"]
+
+
+# --- getting helm -------------------------------------------------------------------------
+
+def test_helm_is_found_in_tools_bin_when_not_on_path(tmp_path):
+    tools = tmp_path / ".tools" / "bin"
+    assert find_helm(str(tmp_path), tools) is None
+    tools.mkdir(parents=True)
+    (tools / "helm").write_text("#!/bin/sh\n")
+    (tools / "helm").chmod(0o755)
+    assert find_helm(str(tmp_path), tools) == str(tools / "helm")
+
+
+def test_install_helm_does_nothing_when_helm_is_already_there(tmp_path):
+    # A copy of the script in a scratch checkout that already has .tools/bin/helm: it must
+    # return at once, without calling the (deliberately broken) Python or the network.
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "install-helm.sh"
+    shutil.copy(ROOT / "scripts" / "install-helm.sh", script)
+    tools = tmp_path / ".tools" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "helm").write_text("#!/bin/sh\necho fake\n")
+    (tools / "helm").chmod(0o755)
+    result = subprocess.run(["bash", str(script), "/nonexistent/python"], capture_output=True, text=True,
+                            timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert (tools / "helm").read_text() == "#!/bin/sh\necho fake\n"

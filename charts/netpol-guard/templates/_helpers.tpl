@@ -39,6 +39,12 @@ app.kubernetes.io/name: {{ include "netpol-guard.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The webhook pods only (the uninstall hook's pod shares selectorLabels, not this). */}}
+{{- define "netpol-guard.webhookSelectorLabels" -}}
+{{ include "netpol-guard.selectorLabels" . }}
+app.kubernetes.io/component: webhook
+{{- end -}}
+
 {{- define "netpol-guard.labels" -}}
 {{ include "netpol-guard.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
