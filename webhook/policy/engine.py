@@ -93,6 +93,14 @@ class SideVerdict:
         return (f"{side} {self.endpoint}: denied: isolated by " + ", ".join(self.selecting)
                 + " and no rule of theirs allows it")
 
+    def reason(self) -> str:
+        """The shortest account of this side's decision, for matrix cells and diffs."""
+        if not self.isolated:
+            return "not isolated"
+        if self.allowed_by:
+            return "allowed by " + ", ".join(r.describe() for r in self.allowed_by)
+        return "denied: isolated by " + ", ".join(self.selecting) + ", no rule allows"
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -107,10 +115,22 @@ class Verdict:
     def allowed(self) -> bool:
         return self.egress.allowed and self.ingress.allowed
 
+    def explain(self) -> str:
+        """Both sides, one line each: a connection needs both."""
+        return self.egress.explain() + "\n" + self.ingress.explain()
+
+    def reason(self) -> str:
+        """Which side decides: the denying side(s) when denied, both allowances when allowed."""
+        if self.allowed:
+            return f"egress {self.egress.reason()}; ingress {self.ingress.reason()}"
+        return "; ".join(f"{s.direction.lower()} {s.reason()}" for s in (self.egress, self.ingress)
+                         if not s.allowed)
+
     def to_dict(self) -> dict:
         def side(s: SideVerdict) -> dict:
             return {"allowed": s.allowed, "isolated": s.isolated, "policies": list(s.selecting),
-                    "allowedBy": [{"policy": r.policy, "path": r.path} for r in s.allowed_by]}
+                    "allowedBy": [{"policy": r.policy, "path": r.path} for r in s.allowed_by],
+                    "explain": s.explain()}
         return {"allowed": self.allowed, "from": self.source, "to": self.destination,
                 "port": self.port, "protocol": self.protocol,
                 "egress": side(self.egress), "ingress": side(self.ingress)}
@@ -123,6 +143,9 @@ class Engine:
     # Policies that override the view's by namespace/name (an admission candidate, lint input).
     overlay: dict[str, NetworkPolicy] = field(default_factory=dict)
     removed: frozenset[str] = frozenset()
+    # (view generation, namespace, labels, direction) -> selecting policies. Pods of one
+    # workload share labels, so a matrix asks the same question many times.
+    _selecting_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def with_overlay(self, policies: Iterable[NetworkPolicy], removed: Iterable[str] = ()) -> "Engine":
         over = dict(self.overlay)
@@ -139,8 +162,15 @@ class Engine:
         return list(pols.values())
 
     def policies_selecting(self, pod: Pod, direction: str) -> list[NetworkPolicy]:
-        return [p for p in self.policies_in(pod.namespace)
-                if direction in p.policy_types and p.pod_selector.matches(pod.labels)]
+        key = (self.view.generation, pod.namespace, frozenset(pod.labels.items()), direction)
+        found = self._selecting_cache.get(key)
+        if found is None:
+            if len(self._selecting_cache) > 100_000:  # a long-lived engine over a live view
+                self._selecting_cache.clear()
+            found = [p for p in self.policies_in(pod.namespace)
+                     if direction in p.policy_types and p.pod_selector.matches(pod.labels)]
+            self._selecting_cache[key] = found
+        return list(found)
 
     # --- matching --------------------------------------------------------------------------
     def peer_matches(self, policy: NetworkPolicy, peer: Peer, other: Endpoint) -> bool:
@@ -207,6 +237,7 @@ class Engine:
                            tuple(sorted(p.key for p in selecting)), tuple(allowed))
 
     def evaluate(self, source: Endpoint, destination: Endpoint, port: int, protocol: str = "TCP") -> Verdict:
+        protocol = protocol.upper()  # policies hold the API's upper-case spelling
         egress = self.side(EGRESS, source, destination, port, protocol, destination)
         ingress = self.side(INGRESS, destination, source, port, protocol, destination)
         return Verdict(source.describe(), destination.describe(), port, protocol, egress, ingress)

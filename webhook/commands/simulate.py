@@ -1,0 +1,324 @@
+"""`netpol-guard simulate`: may A reach B, the whole matrix, and what a change opens or closes."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+
+NAME = "simulate"
+HELP = "answer whether traffic is allowed and which policies decide it; matrix and diff"
+DESCRIPTION = """\
+Evaluates NetworkPolicies over a cluster described by manifests (--cluster; files or
+directories, may be repeated): Namespaces, Pods, workloads, Services and NetworkPolicies.
+
+  --from NS/NAME --to NS/NAME   one flow: allowed or denied, and the policies and rules
+                                that decide each side (the source's egress, the
+                                destination's ingress)
+  only --from, only --to        one row / one column of the matrix
+  neither                       the pod-by-pod matrix
+  --diff OLD NEW                which flows a change opens and which it closes
+
+NS/NAME names a Pod, or a workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
+CronJob) by its own name, standing for its template's pods. An IP address stands for an
+endpoint outside the cluster (or the pod that has it).
+--port PORT[/PROTO]: 8080/TCP, 53/UDP, 8080 (TCP), or a port name resolved against each
+destination's container ports. Without --port, the matrix covers every declared container
+port of each destination.
+
+exit status: 0 answered (allowed or denied, changes or none); 2 unusable input or usage.
+
+examples:
+  netpol-guard simulate --cluster examples/cluster --from shop/frontend --to shop/api --port 8080
+  netpol-guard simulate --cluster examples/cluster --port 53/UDP --explain
+  netpol-guard simulate --cluster examples/cluster --from shop/api --format json
+  netpol-guard simulate --cluster base/ --diff old-policies/ new-policies/
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", action="append", default=[], metavar="PATH",
+                   help="manifests describing the cluster, policies included; may be repeated")
+    p.add_argument("--from", dest="source", metavar="NS/NAME|IP", help="source pod, workload or IP")
+    p.add_argument("--to", dest="destination", metavar="NS/NAME|IP", help="destination pod, workload or IP")
+    p.add_argument("--port", metavar="PORT[/PROTO]", help="e.g. 8080/TCP, 53/UDP, http (protocol defaults to TCP)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--explain", action="store_true", help="matrix: name the policy and rule deciding each flow")
+    p.add_argument("--dot", metavar="FILE", help="matrix: also write a Graphviz digraph of allowed flows")
+    p.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                   help="two manifest sets (files or directories); print the flows the change opens and closes")
+    p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (cluster.ipBlockMatchesPods)")
+    p.add_argument("--ip-block-matches-pods", action="store_true", default=None,
+                   help="let ipBlocks match pod IPs (CNI-dependent; off by default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from webhook.cli import UsageError
+    from webhook.cluster.files import InputError
+    from webhook.config import ConfigError, load
+    from webhook.policy.matrix import parse_port
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    matches_pods = (args.ip_block_matches_pods if args.ip_block_matches_pods is not None
+                    else config.cluster.ipBlockMatchesPods)
+    query = None
+    if args.port:
+        try:
+            query = parse_port(args.port)
+        except ValueError as exc:
+            raise UsageError(f"--port {exc}") from None
+    try:
+        if args.diff:
+            if args.source or args.destination or args.port or args.dot:
+                raise UsageError("--diff compares every pod and declared port; "
+                                 "it takes no --from, --to, --port or --dot")
+            return _run_diff(args, matches_pods)
+        if not args.cluster:
+            raise UsageError("no --cluster PATH given (manifests with Namespaces, workloads and policies)")
+        engine = build_engine([], args.cluster, matches_pods)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    src = resolve_endpoint(engine, args.source, "--from") if args.source else None
+    dst = resolve_endpoint(engine, args.destination, "--to") if args.destination else None
+    if src is not None and dst is not None:
+        return _run_flow(args, engine, src, dst, query)
+    return _run_matrix(args, engine, src, dst, query)
+
+
+# --- loading ------------------------------------------------------------------------------
+
+def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
+    """An Engine over the view of `paths` + `cluster_paths`, every policy parsed and in view.
+
+    A policy the API server would refuse is unusable input (exit 2): simulating a cluster
+    that cannot exist answers nothing.
+    """
+    from webhook.cluster.files import InputError, load_snapshot
+    from webhook.policy.engine import Engine
+    from webhook.policy.parse import parse_policy
+
+    snap = load_snapshot(paths, cluster_paths)
+    for doc in snap.context_policy_docs + snap.policy_docs:
+        result = parse_policy(doc.obj, origin=doc.origin())
+        if not result.ok:
+            err = result.errors[0]
+            origin = doc.origin()
+            path = str(getattr(err, "path", ""))
+            line = origin.line_of(path) if path else doc.line
+            name = (doc.obj.get("metadata") or {}).get("name") if isinstance(doc.obj.get("metadata"), dict) else None
+            raise InputError(doc.file, f"NetworkPolicy {name or '?'} is invalid (the API server would refuse "
+                                       f"it): {err}; `netpol-guard lint` lists every problem", line)
+        snap.view.upsert_policy(result.policy)
+    return Engine(snap.view, ip_block_matches_pods)
+
+
+def resolve_endpoint(engine, text: str, flag: str):
+    """NS/NAME (a pod or a workload) or an IP address (the pod with that IP, if any)."""
+    from webhook.cli import UsageError
+    from webhook.policy.engine import Endpoint
+
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        for pod in engine.view.pods():
+            if str(ip) in pod.ips:
+                return Endpoint.of_pod(pod)
+        return Endpoint.of_ip(ip)
+    ns, sep, name = text.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise UsageError(f"{flag} {text!r}: expected NAMESPACE/NAME (a pod or workload) or an IP address")
+    pod = engine.view.find_pod(ns, name)
+    if pod is None:
+        known = sorted(p.name for p in engine.view.pods(ns))
+        hint = (f"; known in {ns}: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''}" if known
+                else f"; the cluster has no pods or workloads in namespace {ns!r}")
+        raise UsageError(f"{flag} {text}: no such pod or workload{hint}")
+    return Endpoint.of_pod(pod)
+
+
+# --- one flow -----------------------------------------------------------------------------
+
+def _run_flow(args, engine, src, dst, query) -> int:
+    from webhook.cli import UsageError
+    from webhook.policy.matrix import resolve_port
+
+    if query is None:
+        raise UsageError("--from and --to need --port (e.g. --port 8080/TCP); "
+                         "leave out --to to see every port of every destination")
+    number = resolve_port(query, dst)
+    if number is None:
+        declared = ", ".join(f"{p.name}={p.port}/{p.protocol}" for p in (dst.pod.ports if dst.pod else ()) if p.name)
+        raise UsageError(f"--port {query.describe()}: {dst.describe()} declares no {query.protocol} port named "
+                         f"{query.port!r}" + (f" (named ports: {declared})" if declared else ""))
+    verdict = engine.evaluate(src, dst, number, query.protocol)
+    if args.format == "json":
+        print(json.dumps(verdict.to_dict(), indent=2))
+    else:
+        word = "allowed" if verdict.allowed else "denied"
+        print(f"{verdict.source} -> {verdict.destination} {number}/{query.protocol}: {word}")
+        print("  " + verdict.egress.explain())
+        print("  " + verdict.ingress.explain())
+    return 0
+
+
+# --- matrix -------------------------------------------------------------------------------
+
+def _run_matrix(args, engine, src, dst, query) -> int:
+    from webhook.cli import UsageError
+    from webhook.policy.matrix import compute, pods_of
+
+    pods = pods_of(engine)
+    if not pods:
+        raise UsageError("the cluster has no pods or workloads: nothing to simulate")
+    if dst is not None and dst.pod is None and query is None:
+        raise UsageError(f"--to {dst.describe()} is outside the cluster and declares no ports: give --port")
+    sources = [src] if src is not None else pods
+    destinations = [dst] if dst is not None else pods
+    matrix = compute(engine, sources, destinations, query)
+    if args.dot:
+        try:
+            with open(args.dot, "w", encoding="utf-8") as fh:
+                fh.write(render_dot(matrix))
+        except OSError as exc:
+            raise UsageError(f"--dot {args.dot}: cannot write: {exc.strerror}") from None
+    if args.format == "json":
+        print(json.dumps(matrix.to_dict(args.explain), indent=2))
+    else:
+        sys.stdout.write(render_matrix(matrix, args.explain))
+    return 0
+
+
+def _cell_mark(cells) -> str:
+    if not cells:
+        return "-"
+    allowed = sum(1 for c in cells if c.allowed)
+    return "Y" if allowed == len(cells) else "." if allowed == 0 else "~"
+
+
+def render_matrix(m, explain: bool = False) -> str:
+    """A grid for many pods (Y all allowed, . all denied, ~ some ports, - no port applies),
+    a list for one row or one column."""
+    what = (f"port {m.query.describe()}" if m.query else "every declared container port of each destination")
+    out = [f"connectivity on {what}"]
+    single = len(m.sources) == 1 or len(m.destinations) == 1
+    if single:
+        out.append("")
+        for s in m.sources:
+            for d in m.destinations:
+                cells = m.cells_for(s, d)
+                if not cells:
+                    out.append(f"  {s} -> {d}: no {m.query.describe() if m.query else 'declared'} port")
+                for c in cells:
+                    word = "allowed" if c.allowed else "denied "
+                    line = f"  {word} {s} -> {d} {c.port_label}"
+                    if explain:
+                        line += f"  ({c.verdict.reason()})"
+                    out.append(line)
+    else:
+        out.append("  Y allowed   . denied   ~ some ports allowed   - no such port on the destination")
+        out.append("")
+        width = max(len(s) for s in m.sources)
+        num_w = len(str(len(m.destinations)))
+        col_w = max(num_w, 1) + 1
+        out.append(" " * (width + 2) + "".join(f"{i + 1:>{col_w}}" for i in range(len(m.destinations))))
+        for s in m.sources:
+            marks = "".join(f"{_cell_mark(m.cells_for(s, d)):>{col_w}}" for d in m.destinations)
+            out.append(f"{s:<{width}}  {marks}")
+        out.append("")
+        out.append("destinations:")
+        for i, d in enumerate(m.destinations):
+            ports = sorted({c.port_label for c in m.cells if c.destination == d}, key=_port_order)
+            out.append(f"{i + 1:>{num_w + 2}}  {d}  {' '.join(ports) if ports else '(no port)'}")
+        partial = [(s, d) for s in m.sources for d in m.destinations if _cell_mark(m.cells_for(s, d)) == "~"]
+        if partial and not explain:
+            out.append("")
+            out.append("some ports allowed:")
+            for s, d in partial:
+                ok = [c.port_label for c in m.cells_for(s, d) if c.allowed]
+                no = [c.port_label for c in m.cells_for(s, d) if not c.allowed]
+                out.append(f"  {s} -> {d}: allowed {' '.join(ok)}; denied {' '.join(no)}")
+        if explain:
+            out.append("")
+            out.append("flows:")
+            for c in m.cells:
+                word = "allowed" if c.allowed else "denied "
+                out.append(f"  {word} {c.source} -> {c.destination} {c.port_label}  ({c.verdict.reason()})")
+    s = m.summary()
+    out.append("")
+    out.append(f"{s['flows']} flows: {s['allowed']} allowed, {s['denied']} denied")
+    return "\n".join(out) + "\n"
+
+
+def _port_order(label: str):
+    port, _, proto = label.partition("/")
+    return (int(port), proto)
+
+
+def render_dot(m) -> str:
+    """Allowed flows as edges (labelled with their ports); every endpoint as a node, grouped
+    by namespace."""
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph connectivity {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
+    nodes = list(dict.fromkeys(m.sources + m.destinations))
+    by_ns: dict[str, list[str]] = {}
+    for n in nodes:
+        by_ns.setdefault(n.split("/", 1)[0] if "/" in n else "external", []).append(n)
+    for i, (ns, members) in enumerate(sorted(by_ns.items())):
+        lines.append(f"  subgraph cluster_{i} {{")
+        lines.append(f"    label={q(ns)};")
+        for n in members:
+            lines.append(f"    {q(n)};")
+        lines.append("  }")
+    edges: dict[tuple[str, str], list[str]] = {}
+    for c in m.cells:
+        if c.allowed:
+            edges.setdefault((c.source, c.destination), []).append(c.port_label)
+    for (s, d), ports in edges.items():
+        lines.append(f"  {q(s)} -> {q(d)} [label={q(', '.join(ports))}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# --- diff ---------------------------------------------------------------------------------
+
+def _run_diff(args, matches_pods: bool) -> int:
+    from webhook.policy.matrix import diff
+
+    old_path, new_path = args.diff
+    old = build_engine([old_path], args.cluster, matches_pods)
+    new = build_engine([new_path], args.cluster, matches_pods)
+    d = diff(old, new)
+    if args.format == "json":
+        print(json.dumps(d.to_dict(), indent=2))
+    else:
+        sys.stdout.write(render_diff(d, old_path, new_path))
+    return 0
+
+
+def render_diff(d, old_path: str, new_path: str) -> str:
+    out = [f"flows from {old_path} to {new_path} (every pod, every declared port)"]
+    for title, changes, mark in (("opened", d.opened, "+"), ("closed", d.closed, "-")):
+        out.append("")
+        out.append(f"{title} ({len(changes)}):")
+        if not changes:
+            out.append("  none")
+        for ch in changes:
+            c = ch.cell
+            why = c.verdict.reason() if mark == "+" else c.verdict.reason()
+            out.append(f"  {mark} {c.source} -> {c.destination} {c.port_label}  ({why})")
+    if d.added:
+        out.append("")
+        out.append("only in NEW (their flows are not compared): " + ", ".join(d.added))
+    if d.removed:
+        out.append("")
+        out.append("only in OLD (their flows are not compared): " + ", ".join(d.removed))
+    out.append("")
+    out.append(f"{d.flows_compared} flows compared: {len(d.opened)} opened, {len(d.closed)} closed")
+    return "\n".join(out) + "\n"
