@@ -448,6 +448,8 @@ def test_pod_rule_only_when_the_gate_is_on():
     pods = validating_webhooks(render(SCENARIOS["gate-on"]))["pods.netpol-guard.io"]
     assert pods["rules"][0]["resources"] == ["pods"] and pods["rules"][0]["operations"] == ["CREATE"]
     assert pods["failurePolicy"] == "Fail"
+    # Only isolated namespaces: a webhook outage never stops pods anywhere else.
+    assert {"key": "netpol-guard.io/isolate", "operator": "Exists"} in pods["namespaceSelector"]["matchExpressions"]
 
 
 @pytest.mark.parametrize("mutation", ["addDnsEgress", "explicitPolicyTypes", "exceptMetadataAddress"])
