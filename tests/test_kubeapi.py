@@ -520,3 +520,14 @@ def test_runs_as_a_separate_process():
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_secret_string_data_and_service_cluster_ip_are_defaulted_like_the_server(core):
+    core.create_namespace(namespace("shop"))
+    secret = core.create_namespaced_secret("shop", client.V1Secret(
+        metadata=client.V1ObjectMeta(name="tls"), string_data={"tls.crt": "PEM"}))
+    assert secret.data == {"tls.crt": "UEVN"} and secret.string_data is None and secret.type == "Opaque"
+    svc = core.create_namespaced_service("shop", client.V1Service(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80)])))
+    assert svc.spec.type == "ClusterIP" and svc.spec.cluster_ip.startswith("10.96.")

@@ -6,6 +6,7 @@ Errors are raised as ApiError carrying the same Status object the real server se
 
 from __future__ import annotations
 
+import base64
 import copy
 import random
 import threading
@@ -93,6 +94,7 @@ class Store:
         self._history: deque[Event] = deque(maxlen=max(1, history_size))
         self._history_start = 0  # every event with rv > this is still in _history
         self._timers: list[threading.Timer] = []
+        self._service_ips = 0
         self.closed = False
 
     # ---- bookkeeping -------------------------------------------------------------
@@ -214,6 +216,13 @@ class Store:
         if rt is NAMESPACE:
             # The real server always keeps this label equal to the name.
             meta["labels"] = {**(meta.get("labels") or {}), NAME_LABEL: meta.get("name", "")}
+        if rt.kind == "Secret" and rt.group == "":
+            # Like the real server: stringData is write-only, folded into base64 data.
+            string_data = obj.pop("stringData", None) or {}
+            if string_data:
+                obj["data"] = {**(obj.get("data") or {}),
+                               **{k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()}}
+            obj.setdefault("type", "Opaque")
         return obj
 
     def create(self, rt: ResourceType, ns: str | None, body: dict, dry_run: bool = False) -> dict:
@@ -244,9 +253,23 @@ class Store:
             if rt is NAMESPACE:
                 obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
                 obj["status"] = {"phase": "Active"}
+            if rt.kind == "Service":
+                self._default_service(obj)
             if dry_run:
                 return obj
             return self._commit(rt, "ADDED", obj, None)
+
+    def _default_service(self, obj: dict) -> None:
+        """Service type and a cluster IP, as the real server allocates them."""
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            spec = obj["spec"] = {}
+        spec.setdefault("type", "ClusterIP")
+        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+            self._service_ips += 1
+            n = self._service_ips
+            spec["clusterIP"] = f"10.96.{n // 250}.{n % 250 + 1}"
+            spec["clusterIPs"] = [spec["clusterIP"]]
 
     def update(self, rt: ResourceType, ns: str | None, name: str, body: dict,
                subresource: str | None = None, dry_run: bool = False) -> dict:
@@ -289,6 +312,10 @@ class Store:
             else:
                 meta.pop(fixed, None)
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        if rt.kind == "Service" and isinstance(new.get("spec"), dict):
+            for allocated in ("clusterIP", "clusterIPs"):  # immutable once allocated
+                if allocated in (current.get("spec") or {}):
+                    new["spec"].setdefault(allocated, current["spec"][allocated])
         if rt is NAMESPACE:
             meta["labels"] = {**(meta.get("labels") or {}), NAME_LABEL: meta["name"]}
 
