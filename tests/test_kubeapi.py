@@ -1,11 +1,9 @@
 """The Kubernetes API stand-in, driven only through the real `kubernetes` Python client."""
 
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import RequestRecord, reason_for
-from .resources import NAMESPACE, ResourceType, Route, parse_path
+from .resources import ResourceType, Route, parse_path
 from .selectors import SelectorError, field_selector, label_selector
 from .store import ApiError, bad_request, status_object
 
@@ -287,8 +287,4 @@ def watch_event_type(ev_type: str, old_ok: bool, new_ok: bool) -> str | None:
     return None
 
 
-def gone_status(exc: ApiError) -> dict:
-    return status_object(exc.code, exc.reason, exc.message)
-
-
-__all__ = ["StandInServer", "RequestHandler", "watch_event_type", "gone_status", "NAMESPACE"]
+__all__ = ["StandInServer", "RequestHandler", "watch_event_type"]
