@@ -220,6 +220,36 @@ def test_schema_config_section_mirrors_the_config_dataclasses():
     check(server_config.Config, schema["properties"]["config"], "config")
 
 
+# Free-form maps and Kubernetes structures passed through as given (the rendered objects
+# are validated against the Kubernetes schemas instead).
+OPEN_OBJECTS = {
+    "serviceAccount.annotations", "commonLabels", "podAnnotations", "podLabels", "nodeSelector",
+    "tolerations[]", "affinity", "networkPolicy.ingressFrom[]", "serviceMonitor.labels",
+    "config.rules", "config.dns.podLabels",
+}
+
+
+def test_schema_closes_every_object_except_free_form_maps():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_found = set()
+
+    def walk(node: dict, where: str) -> None:
+        for sub in node.get("allOf", []) + node.get("anyOf", []):
+            walk(sub, where)
+        if node.get("type") == "array":
+            walk(node["items"], where + "[]")
+        if node.get("type") != "object":
+            return
+        if node.get("additionalProperties") is False:
+            for key, child in node.get("properties", {}).items():
+                walk(child, f"{where}.{key}" if where else key)
+        else:
+            open_found.add(where)
+
+    walk(schema, "")
+    assert open_found == OPEN_OBJECTS
+
+
 def test_controller_users_default_to_the_release_service_account():
     cfg = rendered_config(render())
     assert cfg["isolation"]["controllerUsers"] == [f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"]
@@ -379,6 +409,15 @@ def test_rbac_names_the_objects_it_may_change():
     for _, rule in all_rules(docs):
         if {"update", "patch", "delete"} & set(rule["verbs"]) and not {"networkpolicies", "events"} & set(rule["resources"]):
             assert rule.get("resourceNames"), rule
+
+
+def test_without_the_controller_networkpolicies_are_read_only():
+    docs = render({"controller": {"enabled": False}, "certificates": SCENARIOS["cert-manager"]["certificates"]})
+    cluster_role = one(docs, "ClusterRole", FULLNAME)
+    [netpol] = [r for r in cluster_role["rules"] if "networkpolicies" in r["resources"]]
+    assert sorted(netpol["verbs"]) == ["get", "list", "watch"]
+    # No leader election needed either: no Lease access.
+    assert objects(docs, "Role") == [] and objects(docs, "RoleBinding") == []
 
 
 @pytest.mark.parametrize("scenario", ["cert-manager", "existing-secret"])
