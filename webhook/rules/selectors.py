@@ -66,7 +66,7 @@ def _name_selector(namespaces: list[str]) -> LabelSelector:
     return LabelSelector((), (Requirement(NAME_LABEL, "In", frozenset(namespaces)),))
 
 
-def _ns_scope_known(ctx: Context, sel: LabelSelector) -> bool:
+def ns_scope_known(ctx: Context, sel: LabelSelector) -> bool:
     """Whether the view can tell which namespaces `sel` matches. Namespaces implied by other
     objects carry only their name label, so name-only selectors are answerable without them."""
     if ctx.view.namespaces_known:
@@ -215,7 +215,7 @@ def _or_confusion(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[tupl
         return None
     nsp, podp = ns_only[0], pod_only[0]
     view = ctx.view
-    if not view.pods_known or not _ns_scope_known(ctx, nsp.namespace_selector):
+    if not view.pods_known or not ns_scope_known(ctx, nsp.namespace_selector):
         return nsp, podp, False  # no inventory: the shape alone is the signal
     merged = namespaces_with_pods(view, podp.pod_selector, ns_selector=nsp.namespace_selector, limit=1)
     if not merged:
@@ -375,7 +375,7 @@ def pod_selector_matches_nothing(policy: NetworkPolicy, ctx: Context) -> Iterato
                 scope, where = [ns], f"namespace {ns}"
             else:
                 nsel = peer.namespace_selector
-                if not _ns_scope_known(ctx, nsel):
+                if not ns_scope_known(ctx, nsel):
                     continue
                 scope = sorted(view.select_namespaces(nsel))
                 if not scope:
