@@ -529,3 +529,15 @@ def test_secret_string_data_and_service_cluster_ip_are_defaulted_like_the_server
         metadata=client.V1ObjectMeta(name="web"),
         spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80)])))
     assert svc.spec.type == "ClusterIP" and svc.spec.cluster_ip.startswith("10.96.")
+
+
+def test_watch_thread_is_released_when_the_client_goes_away(kube_api, core):
+    t, _ = collect_in_thread(core.list_namespace, stop_after=1, timeout_seconds=60)
+    assert kube_api.wait_for_watches(1)
+    core.create_namespace(namespace("shop"))  # the watcher takes one event and closes its end
+    t.join(10)
+    for _ in range(100):  # bounded wait: the server notices the closed socket within ~0.25 s
+        if kube_api.open_watches == 0:
+            break
+        threading.Event().wait(0.05)
+    assert kube_api.open_watches == 0

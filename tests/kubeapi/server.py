@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import socket
 import threading
 import time
@@ -343,7 +344,10 @@ class KubeAPI:
                         if bookmarks and now - last_bookmark >= self.bookmark_interval:
                             bookmark_rv = since
                             break
-                        waits = [1.0]
+                        if _client_gone(handler.connection):
+                            finished = True  # nobody is listening; free the thread now
+                            break
+                        waits = [0.25]
                         if deadline is not None:
                             waits.append(deadline - now)
                         if bookmarks:
@@ -371,3 +375,16 @@ class KubeAPI:
                 self._open_watches -= 1
                 store.changed.notify_all()
         return 200
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    """True when the watching client has closed its end (a readable socket with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
