@@ -1,1 +1,518 @@
-"""(rules of this family are being written)"""
+"""DNS: egress-isolated pods that cannot resolve names, resolve only over UDP, or may send
+port 53 traffic further than the cluster DNS.
+
+The question "may the pods of this policy reach cluster DNS?" is answered by the engine
+(`rule_allows` with the DNS pods and node-local addresses as destinations), never by
+re-reading ports and peers here, so named ports, ranges, `ipBlock` and the
+ipBlock-matches-pods switch mean exactly what they mean in `simulate`.
+
+Public API (reused by the webhook's "add a DNS egress rule" mutation):
+
+- `dns_status(policy, ctx) -> DnsStatus`: for every pod class the policy selects (or the
+  hypothetical pod its selector describes when none is in view), whether the union of all
+  egress-isolating policies that select it allows UDP 53 / TCP 53 to cluster DNS.
+  `status.needs_udp` / `status.needs_tcp` say whether something must be added.
+- `dns_allowed(policies, ctx) -> (udp, tcp)`: whether the union of `policies`' egress rules
+  reaches DNS on UDP 53 / TCP 53.
+- `dns_fix_rule(ctx) -> dict`: the egress rule that allows DNS under this configuration.
+
+How "every DNS pod" is judged: the DNS Service balances over all its pods, so a pod class
+has DNS on a protocol when its policies reach every DNS pod in view, or any configured
+node-local address (the node-local cache, not the pod, talks to CoreDNS).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+from webhook.cluster.objects import Pod
+from webhook.policy.engine import Endpoint
+from webhook.policy.model import EGRESS, NetworkPolicy, Rule
+from webhook.policy.selectors import LabelSelector
+from webhook.rules.base import Example, Hit, rule
+from webhook.rules.context import Context
+from webhook.rules.fixes import dns_egress_rule, snippet
+from webhook.rules.inventory import CLUSTER, DNS_EGRESS
+
+DNS_PORT = 53
+UDP, TCP = "UDP", "TCP"
+_SHOW = 3  # pods named in one message
+
+
+# --- what one policy allows toward DNS ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Allowance:
+    """Which DNS targets (indices into the context's target list) one policy's egress rules
+    reach on UDP 53 and on TCP 53."""
+
+    udp: frozenset[int] = frozenset()
+    tcp: frozenset[int] = frozenset()
+
+    def __or__(self, other: "Allowance") -> "Allowance":
+        return Allowance(self.udp | other.udp, self.tcp | other.tcp)
+
+
+NOTHING = Allowance()
+
+
+@dataclass(frozen=True)
+class PodDns:
+    """The DNS verdict for one pod class (one representative per distinct label set)."""
+
+    pod: Pod
+    hypothetical: bool  # no pod in view: the pod the policy's selector describes
+    isolating: tuple[str, ...]  # keys of the policies that isolate its egress
+    udp: bool
+    tcp: bool
+
+    def describe(self) -> str:
+        if not self.hypothetical:
+            return self.pod.ref
+        if not self.pod.labels:
+            return f"every pod of namespace {self.pod.namespace} (none in view)"
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.pod.labels.items()))
+        return f"pods labeled {labels} in {self.pod.namespace} (none in view)"
+
+
+@dataclass(frozen=True)
+class DnsStatus:
+    """DNS reachability for every pod class a policy selects."""
+
+    isolates_egress: bool  # False: the policy does not isolate egress; nothing to judge
+    # The pod classes judged one by one; empty when the policy itself together with the
+    # namespace-wide (`podSelector: {}`) policies already allows DNS on both protocols.
+    pods: tuple[PodDns, ...] = ()
+
+    @property
+    def udp_gaps(self) -> list[PodDns]:
+        return [p for p in self.pods if not p.udp]
+
+    @property
+    def tcp_gaps(self) -> list[PodDns]:
+        return [p for p in self.pods if not p.tcp]
+
+    @property
+    def needs_udp(self) -> bool:
+        return bool(self.udp_gaps)
+
+    @property
+    def needs_tcp(self) -> bool:
+        return bool(self.tcp_gaps)
+
+
+class _DnsAnalysis:
+    """Per-context caches: the DNS targets, each policy's allowance (asked for by every policy
+    that shares pods with it), each namespace's policies and each label class's isolating
+    policies. Rebuilt when the view changes."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.generation = ctx.view.generation
+        self.dns_pods: list[Pod] = list(ctx.dns_pods)
+        self.node_local: tuple[str, ...] = tuple(ctx.config.dns.nodeLocalAddresses)
+        self.targets: list[Endpoint] = ([Endpoint.of_pod(p) for p in self.dns_pods]
+                                        + [Endpoint.of_ip(a) for a in self.node_local])
+        self.pod_targets = len(self.dns_pods)
+        self.allowances: dict[NetworkPolicy, Allowance] = {}
+        self.ns_policies: dict[str, list[NetworkPolicy]] = {}
+        self.ns_cover: dict[str, Allowance] = {}
+        self.class_isolating: dict[tuple[str, frozenset], tuple[NetworkPolicy, ...]] = {}
+
+    # A protocol is covered when every DNS pod is reached, or any node-local address.
+    def covers(self, reached: frozenset[int]) -> bool:
+        if any(i >= self.pod_targets for i in reached):
+            return True
+        return self.pod_targets > 0 and len(reached) >= self.pod_targets and all(
+            i in reached for i in range(self.pod_targets))
+
+    def allowance(self, policy: NetworkPolicy) -> Allowance:
+        got = self.allowances.get(policy)
+        if got is None:
+            got = self.allowances[policy] = self._compute(policy)
+        return got
+
+    def _compute(self, policy: NetworkPolicy) -> Allowance:
+        engine = self.ctx.engine
+        udp: set[int] = set()
+        tcp: set[int] = set()
+        for r in policy.rules_for(EGRESS):
+            for i, ep in enumerate(self.targets):
+                if i not in udp and engine.rule_allows(policy, r, ep, DNS_PORT, UDP, ep):
+                    udp.add(i)
+                if i not in tcp and engine.rule_allows(policy, r, ep, DNS_PORT, TCP, ep):
+                    tcp.add(i)
+        return Allowance(frozenset(udp), frozenset(tcp))
+
+    def union(self, policies: Iterable[NetworkPolicy]) -> Allowance:
+        total = NOTHING
+        for p in policies:
+            total = total | self.allowance(p)
+        return total
+
+    def policies_in(self, namespace: str) -> list[NetworkPolicy]:
+        got = self.ns_policies.get(namespace)
+        if got is None:
+            got = self.ns_policies[namespace] = [
+                p for p in self.ctx.engine.policies_in(namespace) if EGRESS in p.policy_types]
+        return got
+
+    def namespace_cover(self, namespace: str) -> Allowance:
+        """What the policies selecting every pod of the namespace allow: when that is full
+        DNS, no pod class there needs looking at."""
+        got = self.ns_cover.get(namespace)
+        if got is None:
+            got = self.ns_cover[namespace] = self.union(
+                p for p in self.policies_in(namespace) if p.pod_selector.is_empty)
+        return got
+
+    def isolating(self, pod: Pod) -> tuple[NetworkPolicy, ...]:
+        key = (pod.namespace, frozenset(pod.labels.items()))
+        got = self.class_isolating.get(key)
+        if got is None:
+            got = self.class_isolating[key] = tuple(
+                p for p in self.policies_in(pod.namespace) if p.pod_selector.matches(pod.labels))
+        return got
+
+
+def _analysis(ctx: Context) -> _DnsAnalysis:
+    got = ctx.__dict__.get("_dns_analysis")
+    if got is None or got.generation != ctx.view.generation:
+        got = _DnsAnalysis(ctx)
+        ctx.__dict__["_dns_analysis"] = got
+    return got
+
+
+def hypothetical_pod(policy: NetworkPolicy) -> Pod:
+    """The pod the policy's selector describes when no pod in view is selected: exactly the
+    labels it requires (matchLabels, the first value of each `In`, an empty value for
+    `Exists`), nothing else. Policies selecting it (an `{}` allow-dns policy, a policy with
+    the same or a smaller selector) are certain to select every real pod this policy will
+    select; policies that need more labels are not, so they are not counted."""
+    labels = dict(policy.pod_selector.match_labels)
+    for req in policy.pod_selector.expressions:
+        if req.key in labels:
+            continue
+        if req.operator == "In" and req.values:
+            labels[req.key] = sorted(req.values)[0]
+        elif req.operator == "Exists":
+            labels[req.key] = ""
+    return Pod(policy.namespace, "(selected by " + policy.name + ")", labels)
+
+
+def _pod_classes(policy: NetworkPolicy, ctx: Context) -> tuple[list[Pod], bool]:
+    if ctx.view.pods_known:
+        classes = ctx.view.pod_label_classes(policy.namespace, policy.pod_selector)
+        if classes:
+            return classes, False
+    pod = hypothetical_pod(policy)
+    # A selector no label set satisfies (e.g. In and NotIn of the same value) selects nothing.
+    return ([pod], True) if policy.pod_selector.matches(pod.labels) else ([], True)
+
+
+def dns_status(policy: NetworkPolicy, ctx: Context) -> DnsStatus:
+    """Whether every pod `policy` selects may reach cluster DNS on UDP 53 and TCP 53.
+
+    The union is over every egress-isolating policy that selects the pod in the context's
+    engine (view plus overlay); `policy` itself always takes part, replacing any stored
+    version of the same name, so a candidate can be judged before it is stored."""
+    if EGRESS not in policy.policy_types:
+        return DnsStatus(False)
+    an = _analysis(ctx)
+    own = an.allowance(policy)
+    stored = an.policies_in(policy.namespace)
+    in_view = any(p is policy for p in stored)
+    if in_view:
+        cover = an.namespace_cover(policy.namespace)
+    else:
+        cover = an.union(p for p in stored if p.pod_selector.is_empty and p.key != policy.key)
+        if policy.pod_selector.is_empty:
+            cover = cover | own
+    base = own | cover
+    if an.covers(base.udp) and an.covers(base.tcp):
+        # The policy itself and the namespace-wide policies allow DNS: every pod it selects
+        # has it, whatever else selects them, so no pod class needs looking at.
+        return DnsStatus(True)
+    classes, hypothetical = _pod_classes(policy, ctx)
+    out = []
+    for pod in classes:
+        if in_view:
+            isolating = an.isolating(pod)
+        else:
+            isolating = tuple(p for p in stored if p.key != policy.key and p.pod_selector.matches(pod.labels))
+            isolating = isolating + (policy,)
+        total = an.union(isolating) | own
+        out.append(PodDns(pod, hypothetical, tuple(sorted(p.key for p in isolating)),
+                          an.covers(total.udp), an.covers(total.tcp)))
+    return DnsStatus(True, tuple(out))
+
+
+def dns_allowed(policies: Sequence[NetworkPolicy], ctx: Context) -> tuple[bool, bool]:
+    """(udp, tcp): whether the union of these policies' egress rules reaches cluster DNS."""
+    an = _analysis(ctx)
+    total = an.union(policies)
+    return an.covers(total.udp), an.covers(total.tcp)
+
+
+def dns_fix_rule(ctx: Context) -> dict:
+    dns = ctx.config.dns
+    return dns_egress_rule(dns.namespace, dict(dns.podLabels), tuple(dns.nodeLocalAddresses))
+
+
+def _target_text(ctx: Context) -> str:
+    dns = ctx.config.dns
+    labels = ",".join(f"{k}={v}" for k, v in sorted(dns.podLabels.items()))
+    text = f"the DNS pods ({dns.namespace}, {labels})"
+    if dns.nodeLocalAddresses:
+        text += " or node-local DNS " + ", ".join(dns.nodeLocalAddresses)
+    return text
+
+
+def _who(gaps: list[PodDns]) -> str:
+    names = ", ".join(g.describe() for g in gaps[:_SHOW])
+    more = f" and {len(gaps) - _SHOW} more" if len(gaps) > _SHOW else ""
+    return names + more
+
+
+def _isolated_by(gaps: list[PodDns]) -> str:
+    keys = sorted({k for g in gaps for k in g.isolating})
+    return ", ".join(keys[:_SHOW]) + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
+
+
+def _tcp_only_port_53(policy: NetworkPolicy) -> bool:
+    """Whether the policy writes port 53 without a protocol (which the API defaults to TCP)."""
+    for r in policy.rules_for(EGRESS):
+        raw_rules = (policy.raw.get("spec") or {}).get("egress") or []
+        raw_ports = raw_rules[r.index].get("ports") if r.index < len(raw_rules) else None
+        for spec in r.ports:
+            raw = raw_ports[spec.index] if raw_ports and spec.index < len(raw_ports) else {}
+            if spec.port == DNS_PORT and isinstance(raw, dict) and "protocol" not in raw:
+                return True
+    return False
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+_BAD_NO_DNS = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may call db"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: db}}}]
+    ports: [{port: 5432}]
+"""
+
+
+@rule(
+    id="dns-egress-missing", category="dns", severity="error",
+    summary="Egress-isolated pods cannot reach cluster DNS on UDP 53, so every name lookup fails.",
+    rationale="""
+Once any policy lists `Egress` in `policyTypes` for a pod, only the union of the egress
+rules of the policies selecting it is allowed - and almost every workload resolves names
+first. DNS must reach the DNS *pods* (the Service is translated before policy applies):
+by default namespace `kube-system`, pods `k8s-app: kube-dns`, UDP 53 (configurable, as are
+node-local DNS addresses). `port: 53` without `protocol` is TCP only; a named port counts
+when the DNS pods declare it (CoreDNS: `dns`/UDP); ranges and allow-all rules count; an
+`ipBlock` counts only when it contains a node-local DNS address. Another policy selecting
+the same pods may provide DNS: the union is what is judged. When no selected pod is in
+view, the pod the selector describes (exactly its required labels) is judged.
+""",
+    bad=(Example("egress restricted to the database, no DNS", _BAD_NO_DNS + CLUSTER),
+         Example("port 53 without protocol is TCP only", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ports: [{port: 53}]
+""" + CLUSTER),
+         Example("a policy that isolates egress with no rules", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: shop, annotations: {description: "deny all egress"}}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+""" + CLUSTER)),
+    good=(Example("DNS allowed beside the database", _BAD_NO_DNS.rstrip("\n") + DNS_EGRESS + CLUSTER),
+          Example("a second policy allows DNS for every pod of the namespace", _BAD_NO_DNS + CLUSTER + """
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-dns, namespace: shop, annotations: {description: "every pod may resolve names"}}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:""" + DNS_EGRESS + "\n"),
+          Example("named CoreDNS ports", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ports: [{port: dns, protocol: UDP}, {port: dns-tcp, protocol: TCP}]
+""" + CLUSTER)),
+)
+def dns_egress_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
+    status = dns_status(policy, ctx)
+    gaps = status.udp_gaps
+    if not gaps:
+        return
+    hint = " (a port without `protocol` is TCP; DNS needs UDP)" if _tcp_only_port_53(policy) else ""
+    yield Hit(
+        "spec.egress",
+        f"{_who(gaps)}: egress is isolated by {_isolated_by(gaps)} and no rule of theirs allows "
+        f"UDP 53 to {_target_text(ctx)}{hint}; name lookups will fail. Add this egress rule",
+        snippet([dns_fix_rule(ctx)]),
+    )
+
+
+@rule(
+    id="dns-tcp-missing", category="dns", severity="warning",
+    summary="DNS is allowed over UDP 53 but not TCP 53, so large or truncated answers fail.",
+    rationale="""
+Resolvers fall back to TCP when an answer does not fit in a UDP datagram (many records,
+DNSSEC, long TXT records): the server sets the truncation bit and the client retries over
+TCP 53. With only UDP allowed, those lookups fail intermittently and only for some names,
+which is hard to debug in production. Allow TCP 53 to the same DNS pods as UDP 53.
+""",
+    bad=(Example("UDP only", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ports: [{port: 53, protocol: UDP}]
+""" + CLUSTER),),
+    good=(Example("UDP and TCP", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:""" + DNS_EGRESS + CLUSTER),),
+)
+def dns_tcp_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
+    status = dns_status(policy, ctx)
+    gaps = [p for p in status.tcp_gaps if p.udp]  # without UDP, dns-egress-missing says it all
+    if not gaps:
+        return
+    an = _analysis(ctx)
+    own_udp = [r for r in policy.rules_for(EGRESS) if an.covers(_rule_allowance(an, policy, r).udp)]
+    if own_udp:
+        r = own_udp[0]
+        path, fix = f"{r.path}.ports", snippet([{"port": DNS_PORT, "protocol": TCP}])
+        where = f"add TCP 53 to the ports of {r.path}"
+    else:
+        path, fix = "spec.egress", snippet([dns_fix_rule(ctx)])
+        where = "add this egress rule"
+    yield Hit(path,
+              f"{_who(gaps)}: UDP 53 to cluster DNS is allowed but TCP 53 is not (isolated by "
+              f"{_isolated_by(gaps)}); answers too large for UDP will fail; {where}", fix)
+
+
+def _rule_allowance(an: _DnsAnalysis, policy: NetworkPolicy, r: Rule) -> Allowance:
+    engine = an.ctx.engine
+    udp = frozenset(i for i, ep in enumerate(an.targets) if engine.rule_allows(policy, r, ep, DNS_PORT, UDP, ep))
+    tcp = frozenset(i for i, ep in enumerate(an.targets) if engine.rule_allows(policy, r, ep, DNS_PORT, TCP, ep))
+    return Allowance(udp, tcp)
+
+
+def _specific_dns_port(r: Rule, an: _DnsAnalysis) -> bool:
+    """The rule names port 53 itself (number or a DNS pod's named port), not a range or all ports."""
+    for spec in r.ports:
+        if spec.port == DNS_PORT and spec.end_port is None:
+            return True
+        if isinstance(spec.port, str) and any(p.named_port(spec.port, spec.protocol) == DNS_PORT
+                                              for p in an.dns_pods):
+            return True
+    return False
+
+
+@rule(
+    id="dns-scope-too-broad", category="dns", severity="info",
+    summary="Port 53 is allowed to every pod of the DNS namespace or to every destination, not just the DNS pods.",
+    rationale="""
+A DNS rule needs the DNS pods and nothing else. A `namespaceSelector` for kube-system
+without a `podSelector` also opens port 53 to every other pod there (and all ports when the
+rule has none); a port 53 rule without `to` lets pods query any resolver on the internet,
+which bypasses cluster DNS policy and is a classic exfiltration channel. Name the DNS pods
+with a `podSelector` in the same peer.
+""",
+    bad=(Example("every pod of kube-system", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+""" + CLUSTER),
+         Example("port 53 to every destination", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+""" + CLUSTER)),
+    good=(Example("the DNS pods only", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-egress, namespace: shop, annotations: {description: "api may resolve names"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:""" + DNS_EGRESS + CLUSTER),),
+)
+def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
+    an = _analysis(ctx)
+    engine = ctx.engine
+    dns_peer = dns_fix_rule(ctx)["to"][0]
+    for r in policy.rules_for(EGRESS):
+        dns_eps = [Endpoint.of_pod(p) for p in an.dns_pods]
+        if not any(engine.rule_allows(policy, r, ep, DNS_PORT, proto, ep)
+                   for ep in dns_eps for proto in (UDP, TCP)):
+            continue
+        if r.all_peers:
+            if r.ports and _specific_dns_port(r, an):
+                yield Hit(r.path,
+                          "port 53 is allowed to every destination (no `to`), outside the cluster too; "
+                          "pods may query any resolver. Limit it to the DNS pods",
+                          snippet({"to": dns_fix_rule(ctx)["to"]}))
+            continue
+        for peer in r.peers:
+            if peer.namespace_selector is None or not (peer.pod_selector is None or peer.pod_selector.is_empty):
+                continue
+            if not any(engine.peer_matches(policy, peer, ep) for ep in dns_eps):
+                continue
+            what = "port 53" if r.ports else "every port"
+            scope = ("every pod of every namespace" if peer.namespace_selector.is_empty
+                     else f"every pod of {ctx.config.dns.namespace}")
+            yield Hit(f"{r.path}.to[{peer.index}]",
+                      f"{what} is allowed to {scope}, not only the DNS pods; add a podSelector to this peer",
+                      snippet(dns_peer))
