@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -124,12 +125,9 @@ class KubernetesSchemas:
 
     def __init__(self, version: str):
         import importlib.resources
-        import re
 
-        import jsonschema
         from referencing import Registry, Resource
 
-        self._jsonschema, self._re = jsonschema, re
         base = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
         self._dir = base / f"v{version}-local-strict"
         assert self._dir.is_dir(), f"kubernetes-validate has no schemas for {version}"
@@ -137,14 +135,20 @@ class KubernetesSchemas:
         self._registry = Resource.from_contents(definitions) @ Registry()
         self._validators: dict[tuple[str, str], object] = {}
 
+    def _validator(self, api_version: str, kind: str):
+        import jsonschema
+        from referencing import Resource
+
+        # Same file naming as kubernetes_validate: rbac.authorization.k8s.io/v1 -> rbac-v1.
+        api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+        schema = json.loads((self._dir / f"{kind.lower()}-{api}.json").read_text())
+        registry = self._registry.with_resource("", Resource.from_contents(schema))
+        return jsonschema.Draft202012Validator(schema, registry=registry)
+
     def validate(self, obj: dict) -> None:
         key = (obj["apiVersion"], obj["kind"])
         if key not in self._validators:
-            api = self._re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", obj["apiVersion"])
-            path = self._dir / f"{obj['kind'].lower()}-{api}.json"
-            schema = json.loads(path.read_text())
-            registry = self._registry.with_resource("", __import__("referencing").Resource.from_contents(schema))
-            self._validators[key] = self._jsonschema.Draft202012Validator(schema, registry=registry)
+            self._validators[key] = self._validator(*key)
         errors = sorted(self._validators[key].iter_errors(obj), key=lambda e: list(e.path))
         assert not errors, f"{obj['kind']}/{obj['metadata']['name']}: " + "; ".join(
             f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors[:5])

@@ -104,7 +104,7 @@ def test_final_stage_runs_as_a_numeric_non_root_user(stages):
     assert uid.isdigit() and int(uid) != 0
     assert not gid or (gid.isdigit() and int(gid) != 0)
     assert int(uid) == 65532  # the chart's runAsUser
-    # USER comes after every RUN: nothing runs as root after dropping privileges that we rely on.
+    # USER is the last word on privileges: no RUN after it could need root and fail silently.
     last_user = max(i for i, (ins, _) in enumerate(stages[1].instructions) if ins == "USER")
     assert all(ins != "RUN" for ins, _ in stages[1].instructions[last_user:])
 
