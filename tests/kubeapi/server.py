@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from .faults import Fault, FaultPlan, RequestLog, RequestRecord
 from .handler import RequestHandler, StandInServer, watch_event_type
 from .resources import ResourceType, lookup_by_kind
-from .selectors import label_selector
+from .selectors import label_selector as compile_label_selector
 from .store import ApiError, Store, status_object
 
 
@@ -144,11 +144,11 @@ class KubeAPI:
         except ApiError:
             return None
 
-    def list_objects(self, kind: str, namespace: str | None = None, *, label_selector_text: str | None = None,
+    def list_objects(self, kind: str, namespace: str | None = None, *, label_selector: str | None = None,
                      api_version: str | None = None) -> list[dict]:
         """Stored objects of a kind (all namespaces when namespace is None), sorted by namespace/name."""
         rt = lookup_by_kind(kind, api_version)
-        by_label = label_selector(label_selector_text)
+        by_label = compile_label_selector(label_selector)
         items, _ = self._store.list(rt, namespace if rt.namespaced else None, by_label)
         return items
 
