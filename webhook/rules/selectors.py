@@ -158,7 +158,9 @@ def _diagnose(sel: LabelSelector, noun: str, keys: set[str], values: Callable[[s
         else:
             exprs.append(r)
     if not reasons:
-        reasons.append(f"each requirement matches some {noun}, but no single {noun} meets all of them")
+        terms = len(sel.match_labels) + len(sel.expressions)
+        reasons.append(f"no single {noun} meets all of {sel.describe()} together" if terms > 1
+                       else f"no {noun} satisfies {sel.describe()}")
         fixable = False
     corrected = LabelSelector(tuple(dict(labels).items()), tuple(exprs)) if fixable and changed else None
     return Diagnosis(reasons, corrected)
@@ -204,6 +206,12 @@ def diagnose_pod_selector(ctx: Context, sel: LabelSelector, namespaces: Iterable
         return out
 
     return _diagnose(sel, "pod", keys, values)
+
+
+def _names_pods(sel: LabelSelector) -> bool:
+    """Whether the selector asks for labels (not only their absence): only then do matches in
+    another namespace say where the author's pods are."""
+    return bool(sel.required_keys())
 
 
 def _or_confusion(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[tuple[Peer, Peer, bool]]:
@@ -351,7 +359,7 @@ def pod_selector_matches_nothing(policy: NetworkPolicy, ctx: Context) -> Iterato
     ns = policy.namespace
     sel = policy.pod_selector
     if not sel.is_empty and not view.any_pod(ns, sel):
-        elsewhere = namespaces_with_pods(view, sel, exclude=(ns,), limit=SHOWN + 1)
+        elsewhere = namespaces_with_pods(view, sel, exclude=(ns,), limit=SHOWN + 1) if _names_pods(sel) else []
         d = diagnose_pod_selector(ctx, sel, [ns])
         msg = f"spec.podSelector {sel.describe()} matches no pod or workload in namespace {ns}, so this policy " \
               f"applies to nothing (yet)"
@@ -370,7 +378,8 @@ def pod_selector_matches_nothing(policy: NetworkPolicy, ctx: Context) -> Iterato
             if psel is None or psel.is_empty:
                 continue
             if peer.namespace_selector is None:
-                if view.any_pod(ns, psel) or namespaces_with_pods(view, psel, exclude=(ns,), limit=1):
+                if view.any_pod(ns, psel) or (_names_pods(psel) and namespaces_with_pods(
+                        view, psel, exclude=(ns,), limit=1)):
                     continue  # matched here, or pod-selector-wrong-namespace says where
                 scope, where = [ns], f"namespace {ns}"
             else:
@@ -521,7 +530,7 @@ def pod_selector_wrong_namespace(policy: NetworkPolicy, ctx: Context) -> Iterato
         confused = _or_confusion(ctx, policy, r)
         for peer in r.peers:
             sel = peer.pod_selector
-            if not peer.is_pod_only or sel.is_empty or peer.ip_block is not None:
+            if not peer.is_pod_only or not _names_pods(sel) or peer.ip_block is not None:
                 continue
             if confused is not None and confused[1].index == peer.index and confused[2]:
                 continue  # peers-or-confusion already explains where these pods are
