@@ -643,6 +643,31 @@ def test_notes_explain_how_to_check_it_works():
     assert "netpol-guard.io/ignore=true" in notes
 
 
+def test_the_notes_example_really_is_refused(tmp_path, capsys):
+    # The policy NOTES.txt tells users to apply, checked by the same rules the webhook runs,
+    # against a cluster whose namespaces carry only the labels Kubernetes sets itself.
+    import textwrap
+
+    from webhook.cli import main
+
+    notes = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client").stdout
+    example = textwrap.dedent(notes.split("-f -\n", 1)[1].split("     YAML\n", 1)[0])
+    policy = yaml.safe_load(example)
+    policy["metadata"]["namespace"] = "default"
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in ("default", "monitoring")]))
+    code = main(["lint", "--format", "json", "--cluster", str(tmp_path / "cluster.yaml"), str(tmp_path / "policy.yaml")])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    assert [(f["rule"], f["path"]) for f in errors] == [
+        ("namespace-selector-matches-nothing", "spec.ingress[0].from[0].namespaceSelector")]
+    assert "[namespace-selector-matches-nothing]" in notes
+
+
 def test_chart_app_version_is_the_package_version():
     import tomllib
 
