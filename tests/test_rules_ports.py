@@ -261,6 +261,47 @@ def test_protocol_mismatch_quiet_when_both_protocols_listed_or_port_undeclared()
     assert undeclared == []
 
 
+def test_protocol_mismatch_quiet_when_the_destination_may_be_outside_the_cluster():
+    # Egress to everyone on 514 may be a TCP syslog server on the internet.
+    found = run(egress("- ports: [{port: 514}]") + CLUSTER + SYSLOG, PROTO)
+    assert found == []
+    with_ip_block = run(egress("""
+        - to:
+          - ipBlock: {cidr: 198.51.100.0/24}
+          - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+            podSelector: {matchLabels: {app: syslog}}
+          ports: [{port: 514}]
+    """) + CLUSTER + SYSLOG, PROTO)
+    assert with_ip_block == []
+
+
+def test_ingress_protocol_mismatch_on_the_selected_pods():
+    found = run(policy("""
+        podSelector: {matchLabels: {app: syslog}}
+        ingress:
+        - from: [{ipBlock: {cidr: 10.0.0.0/8}}]
+          ports: [{port: 514}]
+    """, namespace="monitoring") + CLUSTER + SYSLOG, PROTO)
+    assert len(found) == 1 and found[0].path == "spec.ingress[0].ports[0]"
+
+
+def test_service_port_quiet_when_another_selected_pod_listens_on_it():
+    extra = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sidecar-proxy, namespace: shop, labels: {app: api-proxy, tier: backend}}
+spec:
+  containers: [{name: envoy, image: envoyproxy/envoy, ports: [{containerPort: 80}]}]
+"""
+    found = run(policy("""
+        podSelector: {matchLabels: {tier: backend}}
+        ingress:
+        - ports: [{port: 80}]
+    """) + CLUSTER + extra, SVC)
+    assert found == []
+
+
 # --- scale: per-policy work follows the scope, not the cluster -----------------------------
 
 class CountingView(ClusterView):

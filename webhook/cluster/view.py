@@ -388,8 +388,15 @@ def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: 
     with view.lock:
         cross = _cross(view)
         skip = set(exclude)
+        candidates = cross.candidates(sel)
+        if ns_selector is not None:
+            # Walk the smaller side: namespaces carrying the pod labels, or the namespaces
+            # the namespace selector can match (from the namespace label index).
+            ns_ids = view._ns_index.candidates(ns_selector)
+            if len(ns_ids) < len(candidates):
+                candidates = {view._ns_by_id[i] for i in ns_ids} & cross.with_pods
         out = []
-        for ns in sorted(cross.candidates(sel)):
+        for ns in sorted(candidates):
             if ns in skip:
                 continue
             if ns_selector is not None and not ns_selector.matches(view.namespace_labels(ns)):

@@ -334,8 +334,8 @@ def service_port_not_target_port(policy: NetworkPolicy, ctx: Context) -> Iterato
                 target = _target_port(sp.target_port, proto, backing)
                 if target is None or target == port:
                     continue
-                if any(cp.port == port and cp.protocol == proto for p in backing for cp in p.ports):
-                    continue  # the pods do listen on it too
+                if declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port and cp.protocol == proto):
+                    continue  # some destination pod does listen on the Service's port itself
                 name = sp.target_port if isinstance(sp.target_port, str) else None
                 if _rule_covers(r, target, proto, name):
                     continue
@@ -415,6 +415,8 @@ def port_protocol_mismatch(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]
         numeric = [s for s in r.ports if isinstance(s.port, int) and s.end_port is None]
         if not numeric:
             continue
+        if r.direction == EGRESS and (r.all_peers or any(p.ip_block is not None for p in r.peers)):
+            continue  # an address outside the cluster may well listen on that protocol
         scopes = destinations(ctx, policy, r)
         if not scopes:
             continue

@@ -386,11 +386,11 @@ def pod_selector_matches_nothing(policy: NetworkPolicy, ctx: Context) -> Iterato
                 nsel = peer.namespace_selector
                 if not ns_scope_known(ctx, nsel):
                     continue
+                if namespaces_with_pods(view, psel, ns_selector=nsel, limit=1):
+                    continue
                 scope = sorted(view.select_namespaces(nsel))
                 if not scope:
                     continue  # namespace-selector-matches-nothing reports the peer
-                if namespaces_with_pods(view, psel, ns_selector=nsel, limit=1):
-                    continue
                 where = f"the namespaces its namespaceSelector matches ({_names(scope)})"
             d = diagnose_pod_selector(ctx, psel, scope)
             fix = None
