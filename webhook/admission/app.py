@@ -1,0 +1,137 @@
+"""The Flask app: views only move bytes between HTTP and the pure core.
+
+    create_app(config, source, metrics=None, tls=None) -> flask.Flask
+
+POST /validate and /mutate take and return admission.k8s.io/v1 AdmissionReview;
+GET /healthz, /readyz, /metrics. Anything malformed is a 400 with a JSON body naming
+the problem (405 for a wrong method, 404 for an unknown path); no input produces a 500.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Optional
+
+from flask import Flask, Response, request
+
+# Importing these registers the NetworkPolicy handlers.
+from webhook.admission import mutations as _mutations  # noqa: F401
+from webhook.admission import networkpolicy as _networkpolicy  # noqa: F401
+from webhook.admission.handlers import HandlerContext, dispatch
+from webhook.admission.response import build_response
+from webhook.admission.review import BadReview, check_content_type, decode, parse_review
+from webhook.admission.tls import ReloadingContext
+from webhook.cluster.source import ViewSource
+from webhook.config import Config
+from webhook.logging_setup import audit
+from webhook.metrics import Metrics
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+def _json(body: Any, status: int = 200, close: bool = False) -> Response:
+    resp = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=JSON)
+    if close:
+        resp.headers["Connection"] = "close"
+    return resp
+
+
+def _read_body(limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BadReview("body-too-large", f"the body is {length} bytes; the limit is {limit} "
+                                          "(server.maxRequestBytes)")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise BadReview("body-too-large", f"the body is over the limit of {limit} bytes (server.maxRequestBytes)")
+    return body
+
+
+def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = None,
+               tls: Optional[ReloadingContext] = None) -> Flask:
+    app = Flask("netpol-guard")
+    metrics = metrics or Metrics()
+    ctx = HandlerContext(config, source)
+    limit = config.server.maxRequestBytes
+
+    def review(endpoint: str) -> Response:
+        started = time.perf_counter()
+        try:
+            check_content_type(request.headers.get("Content-Type"))
+            req = parse_review(decode(_read_body(limit)))
+        except BadReview as bad:
+            metrics.inc("netpol_guard_bad_requests_total", {"endpoint": endpoint, "reason": bad.reason})
+            return _json(bad.body(), bad.status, close=bad.reason == "body-too-large")
+        decision = dispatch(endpoint, req, ctx)
+        body = build_response(req, decision)
+        metrics.record_decision(endpoint, req.operation, decision.label, time.perf_counter() - started,
+                                ((f.rule, f.severity) for f in decision.findings))
+        audit(uid=req.uid, obj=req.object_ref, kind=req.kind.kind, operation=req.operation,
+              user=req.user.username, decision=decision.label, rules=(f.rule for f in decision.findings),
+              dry_run=req.dry_run, endpoint=endpoint, warnings=len(decision.warnings))
+        return _json(body)
+
+    @app.post("/validate")
+    def validate() -> Response:
+        return review("validate")
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        return review("mutate")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        checks = {}
+        if tls is not None:
+            ok, why = tls.ready()
+            checks["certificate"] = {"ok": ok, "detail": why}
+        ready = source.ready()
+        stats = source.stats()
+        checks["clusterView"] = {"ok": ready, "detail": "synced" if ready else "first sync not complete",
+                                 "objects": stats.get("objects", 0)}
+        all_ok = all(c["ok"] for c in checks.values())
+        return _json({"status": "ready" if all_ok else "not ready", "checks": checks}, 200 if all_ok else 503)
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        stats = source.stats()
+        gauges = {
+            "netpol_guard_cache_objects": float(stats.get("objects", 0)),
+            "netpol_guard_cache_age_seconds": float(stats.get("age_seconds", 0.0)),
+            "netpol_guard_cache_synced": 1.0 if stats.get("synced") else 0.0,
+        }
+        for kind in ("namespaces", "pods", "services", "networkpolicies"):
+            if kind in stats:
+                gauges[f'netpol_guard_cache_objects{{kind="{kind}"}}'] = float(stats[kind])
+        return Response(metrics.render(gauges), mimetype="text/plain; version=0.0.4")
+
+    @app.errorhandler(404)
+    def not_found(_exc) -> Response:
+        return _json({"error": {"reason": "not-found", "message": f"no endpoint {request.path}; "
+                                "POST /validate or /mutate, GET /healthz, /readyz, /metrics"}}, 404)
+
+    @app.errorhandler(405)
+    def wrong_method(_exc) -> Response:
+        allowed = "POST" if request.path in ("/validate", "/mutate") else "GET"
+        resp = _json({"error": {"reason": "method-not-allowed",
+                                "message": f"{request.method} is not allowed on {request.path}; use {allowed}"}}, 405)
+        resp.headers["Allow"] = allowed
+        return resp
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        # Werkzeug HTTP errors (400 from a malformed request line, 413, ...) keep their code;
+        # anything else is our bug: log it, answer without a 500 page.
+        code = getattr(exc, "code", None)
+        if isinstance(code, int) and 400 <= code < 500:
+            return _json({"error": {"reason": "bad-request", "message": str(exc)}}, code)
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _json({"error": {"reason": "internal", "message": "internal error; see the webhook's log"}}, 500)
+
+    return app

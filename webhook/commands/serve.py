@@ -1,0 +1,157 @@
+"""`netpol-guard serve`: the admission webhook under gunicorn over TLS."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+NAME = "serve"
+HELP = "run the admission webhook (POST /validate, /mutate) under gunicorn over TLS"
+DESCRIPTION = """\
+Runs the admission webhook: POST /validate and /mutate (admission.k8s.io/v1 AdmissionReview),
+GET /healthz, /readyz and /metrics, TLS only (1.2 or later). The certificate and key are
+re-read when the files change on disk (a Secret rotation): new connections get the new
+certificate, open ones are not dropped.
+
+Cluster view: --cluster PATH (manifests, read once), else the live cluster through a watch
+cache (in-cluster configuration, else kubeconfig). --dev: a self-signed certificate in
+certs/ (made if missing), 127.0.0.1:8443, and --cluster or an empty cluster.
+
+A bad configuration, certificate or snapshot stops serve before it binds (exit 2) with
+every problem listed.
+
+examples:
+  netpol-guard serve --dev --cluster examples/cluster
+  netpol-guard serve --config /etc/netpol-guard/config.yaml --cert /tls/tls.crt --key /tls/tls.key
+"""
+
+DEV_BIND = "127.0.0.1:8443"
+DEFAULT_BIND = "0.0.0.0:8443"
+DEV_CERT_DIR = "certs"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dev", action="store_true",
+                   help=f"local development: self-signed certificate in {DEV_CERT_DIR}/ (made if missing), "
+                        f"bind {DEV_BIND}, --cluster or an empty cluster")
+    p.add_argument("--cluster", action="append", default=[], metavar="PATH",
+                   help="serve from manifests (Namespaces, Pods, workloads, Services, NetworkPolicies) "
+                        "instead of the live cluster; may be given more than once")
+    p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML); also NETPOL_GUARD_CONFIG")
+    p.add_argument("--bind", metavar="HOST:PORT", help=f"listen address (default {DEFAULT_BIND}; --dev: {DEV_BIND})")
+    p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); with --key")
+    p.add_argument("--key", metavar="FILE", help="TLS private key (PEM); with --cert")
+    p.add_argument("--client-ca", metavar="FILE",
+                   help="require client certificates signed by this CA (the API server's client cert)")
+    p.add_argument("--controller", action="store_true",
+                   help="also run the isolation controller (one process beside the workers)")
+    p.add_argument("--workers", type=int, metavar="N", help="gunicorn worker processes (default 2)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per worker (default 4)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for the live cluster view (default: "
+                                                        "in-cluster, else $KUBECONFIG / ~/.kube/config)")
+
+
+def _dev_certs() -> tuple[str, str]:
+    """certs/tls.crt and tls.key, made (with ca.crt) if not there yet."""
+    from webhook import certs
+
+    paths = certs.bundle_paths(DEV_CERT_DIR)
+    if all(os.path.exists(p) for p in paths.values()):
+        try:
+            certs.read_bundle(DEV_CERT_DIR)
+        except certs.CertificateError as exc:
+            raise _usage(f"{DEV_CERT_DIR}/ holds an unusable certificate ({exc}); delete the directory's "
+                         "files to have a new one made") from None
+    else:
+        ca = certs.make_ca()
+        names = ["localhost"] + certs.service_dns_names("netpol-guard", "netpol-guard")
+        bundle = certs.TLSBundle.from_pairs(ca, certs.issue_serving_cert(ca, names))
+        certs.write_bundle(bundle, DEV_CERT_DIR, force=True)
+        print(f"netpol-guard serve: wrote a self-signed development certificate to {DEV_CERT_DIR}/ "
+              f"(CA: {paths[certs.CA_FILE]})", file=sys.stderr)
+    return paths[certs.CERT_FILE], paths[certs.KEY_FILE]
+
+
+def _usage(message: str) -> Exception:
+    from webhook.cli import UsageError
+    return UsageError(message)
+
+
+def _check_tls(cert: str, key: str, client_ca: str | None) -> None:
+    from webhook.admission.tls import build_context
+    import ssl
+    for what, path in (("--cert", cert), ("--key", key), ("--client-ca", client_ca)):
+        if path and not os.path.isfile(path):
+            raise _usage(f"{what} {path}: no such file")
+    try:
+        build_context(cert, key, client_ca)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise _usage(f"cannot use --cert {cert} / --key {key}"
+                     f"{' / --client-ca ' + client_ca if client_ca else ''}: {exc}") from None
+
+
+def _bind(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _usage(f"--bind {value!r}: expected HOST:PORT, e.g. {DEFAULT_BIND}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from webhook.cluster.files import InputError
+    from webhook.cluster.source import EmptySource, SnapshotSource, SourceUnavailable, live_source
+    from webhook.config import ConfigError, load
+
+    problems = []
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise _usage("bad configuration:\n" + str(exc)) from None
+    for flag in ("workers", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            problems.append(f"--{flag} must be at least 1")
+    if bool(args.cert) != bool(args.key):
+        problems.append("--cert and --key go together")
+    if not args.dev and not args.cert:
+        problems.append("TLS only: give --cert and --key (or --dev for a self-signed development certificate)")
+    if problems:
+        raise _usage("; ".join(problems))
+    bind = _bind(args.bind or (DEV_BIND if args.dev else DEFAULT_BIND))
+    cert, key = (args.cert, args.key) if args.cert else _dev_certs()
+    _check_tls(cert, key, args.client_ca)
+
+    controller = None
+    if args.controller:
+        from webhook.admission.server import ControllerOptions, controller_entry
+        try:
+            controller_entry()
+        except ImportError as exc:
+            raise _usage(str(exc)) from None
+        controller = ControllerOptions(config, tuple(args.cluster), args.dev)
+
+    try:
+        if args.cluster:
+            source = SnapshotSource(args.cluster)
+        elif args.dev:
+            source = EmptySource()
+        else:
+            source = live_source(config, args.kubeconfig)
+    except InputError as exc:
+        raise _usage(f"--cluster: {exc}") from None
+    except SourceUnavailable as exc:
+        raise _usage(str(exc)) from None
+
+    from webhook.admission.server import ServeOptions, WebhookServer
+    from webhook.logging_setup import configure
+    configure()
+    metrics_dir = tempfile.mkdtemp(prefix="netpol-guard-metrics-")
+    try:
+        WebhookServer(ServeOptions(config=config, source=source, cert=cert, key=key, bind=bind,
+                                   client_ca=args.client_ca, workers=args.workers, threads=args.threads,
+                                   metrics_dir=metrics_dir, controller=controller)).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

@@ -1,0 +1,211 @@
+"""Prometheus metrics without a client library, correct across gunicorn workers.
+
+Each process writes its counters into its own small memory-mapped file in a shared
+directory (``<dir>/<pid>.metrics``); a scrape, whichever worker serves it, sums the
+files of every worker that ever ran (counters stay monotonic when a worker is
+replaced). No locks between processes are needed: a process only writes its own
+file, and each value is one aligned 8-byte slot written in place. Within a process a
+lock serialises the threads.
+
+Gauges (cache objects and age, sync state) are not summed: they are computed at
+scrape time from the view of the worker that serves the scrape; every worker keeps
+its own view, so they describe that worker's cache.
+
+Without a directory (tests, ``create_app`` used alone) values live in process memory.
+
+File layout: 8-byte header (bytes used), then records of
+``<u32 key length><key bytes, padded to 8><f64 value>``; the key is the full
+sample name with labels, e.g. ``netpol_guard_requests_total{endpoint="validate",...}``.
+"""
+from __future__ import annotations
+
+import glob
+import mmap
+import os
+import struct
+import threading
+from typing import Iterable, Mapping, Optional
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_CHUNK = 64 * 1024
+_HEADER = struct.Struct("<Q")
+_LEN = struct.Struct("<I")
+_VAL = struct.Struct("<d")
+
+HELP = {
+    "netpol_guard_requests_total": ("counter", "Admission requests by endpoint, operation and decision."),
+    "netpol_guard_findings_total": ("counter", "Findings reported in admission decisions, by rule and severity."),
+    "netpol_guard_request_duration_seconds": ("histogram", "Time to answer an admission request (webhook only)."),
+    "netpol_guard_bad_requests_total": ("counter", "Malformed admission requests answered 400, by endpoint and reason."),
+    "netpol_guard_cache_objects": ("gauge", "Objects in the cluster view of the worker serving this scrape."),
+    "netpol_guard_cache_age_seconds": ("gauge", "Seconds since that worker's view last changed or was confirmed."),
+    "netpol_guard_cache_synced": ("gauge", "1 when that worker's view source has completed its first sync."),
+    "netpol_guard_workers_reporting": ("gauge", "Worker processes whose counters this scrape sums."),
+}
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    def esc(v: str) -> str:
+        return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+
+
+class _File:
+    """One process's values in an mmap'd file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self.fd).st_size < _CHUNK:
+            os.ftruncate(self.fd, _CHUNK)
+        self.size = os.fstat(self.fd).st_size
+        self.mm = mmap.mmap(self.fd, self.size)
+        self.used = _HEADER.unpack_from(self.mm, 0)[0] or _HEADER.size
+        self.offsets = {key: off for key, off, _ in _records(self.mm, self.used)}
+
+    def add(self, key: str, amount: float) -> None:
+        off = self.offsets.get(key)
+        if off is None:
+            off = self._append(key)
+        value = _VAL.unpack_from(self.mm, off)[0]
+        _VAL.pack_into(self.mm, off, value + amount)
+
+    def _append(self, key: str) -> int:
+        raw = key.encode()
+        padded = len(raw) + (-(_LEN.size + len(raw)) % 8)
+        need = _LEN.size + padded + _VAL.size
+        if self.used + need > self.size:
+            new_size = self.size + max(_CHUNK, need)
+            os.ftruncate(self.fd, new_size)
+            self.mm.close()
+            self.mm = mmap.mmap(self.fd, new_size)
+            self.size = new_size
+        _LEN.pack_into(self.mm, self.used, len(raw))
+        self.mm[self.used + _LEN.size: self.used + _LEN.size + len(raw)] = raw
+        off = self.used + _LEN.size + padded
+        _VAL.pack_into(self.mm, off, 0.0)
+        self.used += need
+        _HEADER.pack_into(self.mm, 0, self.used)  # published last: readers never see a half record
+        self.offsets[key] = off
+        return off
+
+
+def _records(buf, used: int) -> Iterable[tuple[str, int, float]]:
+    pos = _HEADER.size
+    while pos + _LEN.size <= used:
+        n = _LEN.unpack_from(buf, pos)[0]
+        padded = n + (-(_LEN.size + n) % 8)
+        off = pos + _LEN.size + padded
+        if off + _VAL.size > used:
+            break
+        yield bytes(buf[pos + _LEN.size: pos + _LEN.size + n]).decode(), off, _VAL.unpack_from(buf, off)[0]
+        pos = off + _VAL.size
+
+
+def _sort_key(key: str) -> tuple:
+    # histogram buckets in numeric order of `le`, +Inf last
+    if 'le="' in key:
+        head, _, rest = key.partition('le="')
+        bound = rest.split('"', 1)[0]
+        return (head, float("inf") if bound == "+Inf" else float(bound))
+    return (key, 0.0)
+
+
+def read_dir(directory: str) -> tuple[dict[str, float], int]:
+    """Sum of every process file in directory, and how many files there were."""
+    totals: dict[str, float] = {}
+    files = glob.glob(os.path.join(directory, "*.metrics"))
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        if len(data) < _HEADER.size:
+            continue
+        used = min(_HEADER.unpack_from(data, 0)[0], len(data))
+        for key, _, value in _records(data, used):
+            totals[key] = totals.get(key, 0.0) + value
+    return totals, len(files)
+
+
+class Metrics:
+    def __init__(self, directory: Optional[str] = None):
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._local: dict[str, float] = {}
+        self._file: Optional[_File] = None
+        self._pid = -1
+
+    def _store(self) -> Optional[_File]:
+        # Opened lazily and per pid: the object may be created in the gunicorn master
+        # and used in forked workers, each of which needs its own file.
+        if self.directory is None:
+            return None
+        if self._pid != os.getpid():
+            self._file = _File(os.path.join(self.directory, f"{os.getpid()}.metrics"))
+            self._pid = os.getpid()
+        return self._file
+
+    def inc(self, name: str, labels: Mapping[str, str] | None = None, amount: float = 1.0) -> None:
+        key = name + _labels(labels or {})
+        with self._lock:
+            store = self._store()
+            if store is None:
+                self._local[key] = self._local.get(key, 0.0) + amount
+            else:
+                store.add(key, amount)
+
+    def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        labels = dict(labels or {})
+        for bound in LATENCY_BUCKETS:
+            if value <= bound:
+                self.inc(f"{name}_bucket", {**labels, "le": repr(bound)})
+        self.inc(f"{name}_bucket", {**labels, "le": "+Inf"})
+        self.inc(f"{name}_sum", labels, value)
+        self.inc(f"{name}_count", labels)
+
+    def record_decision(self, endpoint: str, operation: str, decision: str, seconds: float,
+                        findings: Iterable[tuple[str, str]] = ()) -> None:
+        self.inc("netpol_guard_requests_total",
+                 {"endpoint": endpoint, "operation": operation, "decision": decision})
+        for rule, severity in findings:
+            self.inc("netpol_guard_findings_total", {"rule": rule, "severity": severity})
+        self.observe("netpol_guard_request_duration_seconds", seconds, {"endpoint": endpoint})
+
+    def totals(self) -> tuple[dict[str, float], int]:
+        if self.directory is None:
+            with self._lock:
+                return dict(self._local), 1
+        with self._lock:
+            self._store()  # make sure this worker is counted even before its first request
+        return read_dir(self.directory)
+
+    def render(self, gauges: Mapping[str, float]) -> str:
+        """Prometheus text format 0.0.4."""
+        totals, workers = self.totals()
+        samples = dict(totals)
+        samples.update(gauges)
+        samples["netpol_guard_workers_reporting"] = workers
+        # histogram buckets need every bound present once any exists; they are (inc'd
+        # cumulatively above), so sorting by key keeps families together
+        by_family: dict[str, list[str]] = {}
+        for key in sorted(samples, key=_sort_key):
+            base = key.split("{", 1)[0]
+            family = base
+            for suffix in ("_bucket", "_sum", "_count"):
+                if base.endswith(suffix) and base[: -len(suffix)] in HELP:
+                    family = base[: -len(suffix)]
+            value = samples[key]
+            text = repr(float(value)) if not float(value).is_integer() else str(int(value))
+            by_family.setdefault(family, []).append(f"{key} {text}")
+        out = []
+        for family in sorted(set(by_family) | set(HELP)):
+            if family in HELP:
+                kind, help_text = HELP[family]
+                out.append(f"# HELP {family} {help_text}")
+                out.append(f"# TYPE {family} {kind}")
+            out.extend(by_family.get(family, []))
+        return "\n".join(out) + "\n"
