@@ -1,6 +1,7 @@
 """Certificates: what `netpol-guard certs` writes, and that a TLS client really accepts it."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import socket
@@ -193,3 +194,37 @@ def test_read_bundle_reads_what_write_bundle_wrote(tmp_path):
     assert certs.read_bundle(str(tmp_path)) == bundle
     with pytest.raises(certs.CertificateError, match="cannot read"):
         certs.read_bundle(str(tmp_path / "missing"))
+
+
+def test_secret_data_round_trip_and_clear_errors():
+    bundle = certs.generate_service_bundle("s", "n")
+    data = bundle.secret_data()
+    assert set(data) == {"ca.crt", "tls.crt", "tls.key"}
+    assert certs.TLSBundle.from_secret_data(data) == bundle
+    assert base64.b64decode(bundle.ca_bundle_base64()) == bundle.ca_pem
+    with pytest.raises(certs.CertificateError, match=r"guard/tls: data.tls.key is missing"):
+        certs.TLSBundle.from_secret_data({**data, "tls.key": ""}, secret="guard/tls")
+    with pytest.raises(certs.CertificateError, match=r"data.ca.crt is not base64"):
+        certs.TLSBundle.from_secret_data({**data, "ca.crt": "%%%"})
+    with pytest.raises(certs.CertificateError, match="missing"):
+        certs.TLSBundle.from_secret_data(None)
+
+
+def test_rotation_bundle_keeps_valid_previous_cas_once_and_drops_expired_ones():
+    now = dt.datetime(2030, 6, 1, tzinfo=dt.timezone.utc)
+    expired = certs.make_ca(days=1, now=now - dt.timedelta(days=10))
+    old = certs.make_ca(days=365, now=now - dt.timedelta(days=300))
+    new = certs.make_ca(now=now)
+    bundle = certs.rotation_ca_bundle(new.cert, [old.cert, expired.cert, old.cert, new.cert], now=now)
+    assert bundle == [new.cert, old.cert]
+
+
+def test_a_client_trusting_the_rotation_bundle_accepts_old_and_new_certificates(tmp_path):
+    old, new = certs.make_ca(), certs.make_ca()
+    names = certs.service_dns_names(SERVICE, NAMESPACE)
+    ca_pem = certs.certs_to_pem(certs.rotation_ca_bundle(new.cert, [old.cert]))
+    for i, ca in enumerate((old, new)):
+        directory = tmp_path / str(i)
+        bundle = certs.TLSBundle.from_pairs(ca, certs.issue_serving_cert(ca, names))
+        certs.write_bundle(certs.TLSBundle(ca_pem, bundle.cert_pem, bundle.key_pem), str(directory))
+        assert _handshake(directory, f"{SERVICE}.{NAMESPACE}.svc") == b"hello world"

@@ -7,8 +7,11 @@ the in-cluster self-management that keeps the bundle in a Secret:
     ca = make_ca()
     serving = issue_serving_cert(ca, service_dns_names("netpol-guard", "netpol-guard"))
     bundle = TLSBundle.from_pairs(ca, serving)        # PEM bytes: ca_pem, cert_pem, key_pem
-    if expires_within(serving.cert, timedelta(days=30)): ...rotate...
-    TLSBundle.from_pem(secret_ca, secret_crt, secret_key)  # back from a Secret
+    secret.data = bundle.secret_data()                 # base64, for a kubernetes.io/tls Secret
+    webhook.clientConfig.caBundle = bundle.ca_bundle_base64()
+    bundle = TLSBundle.from_secret_data(secret.data)   # back, checked
+    if expires_within(bundle.serving_cert(), timedelta(days=30)): ...issue a new one...
+    rotation_ca_bundle(new_ca.cert, bundle.ca_certs())  # trust old and new CA while rolling
 
 Only `write_bundle` and `read_bundle` touch the file system.
 
@@ -17,11 +20,13 @@ signature hash is SHA-256.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -81,6 +86,31 @@ class TLSBundle:
             raise CertificateError("tls.key does not belong to the certificate in tls.crt")
         bundle.ca_certs()
         return bundle
+
+    # Kubernetes forms: a kubernetes.io/tls Secret's data and a webhook's caBundle.
+
+    def secret_data(self) -> dict[str, str]:
+        """The base64 `data` of a kubernetes.io/tls Secret, with ca.crt kept alongside."""
+        return {name: base64.b64encode(pem).decode("ascii")
+                for name, pem in ((CA_FILE, self.ca_pem), (CERT_FILE, self.cert_pem), (KEY_FILE, self.key_pem))}
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, str] | None, secret: str = "Secret") -> "TLSBundle":
+        """Back from a Secret's base64 `data`; raises CertificateError naming the missing or bad key."""
+        data = data or {}
+        pems = {}
+        for name in (CA_FILE, CERT_FILE, KEY_FILE):
+            if not data.get(name):
+                raise CertificateError(f"{secret}: data.{name} is missing")
+            try:
+                pems[name] = base64.b64decode(data[name], validate=True)
+            except (binascii.Error, ValueError):
+                raise CertificateError(f"{secret}: data.{name} is not base64") from None
+        return cls.from_pem(pems[CA_FILE], pems[CERT_FILE], pems[KEY_FILE])
+
+    def ca_bundle_base64(self) -> str:
+        """The value for a webhook configuration's clientConfig.caBundle."""
+        return base64.b64encode(self.ca_pem).decode("ascii")
 
     def ca_certs(self) -> list[x509.Certificate]:
         return load_certs_pem(self.ca_pem, what=CA_FILE)
@@ -233,6 +263,21 @@ def seconds_until_expiry(cert: x509.Certificate, now: dt.datetime | None = None)
 def expires_within(cert: x509.Certificate, window: dt.timedelta, now: dt.datetime | None = None) -> bool:
     """True when the certificate is expired or will be within window: time to rotate."""
     return seconds_until_expiry(cert, now) <= window.total_seconds()
+
+
+def rotation_ca_bundle(new_ca: x509.Certificate, previous: Iterable[x509.Certificate],
+                       now: dt.datetime | None = None) -> list[x509.Certificate]:
+    """The CAs to trust during a CA rotation: the new CA first, then every previous CA
+    that is still valid (so replicas still serving a certificate from the old CA keep
+    working until they reload). Duplicates and expired CAs are dropped."""
+    now = _utcnow(now)
+    bundle, seen = [new_ca], {new_ca.fingerprint(hashes.SHA256())}
+    for ca in previous:
+        fingerprint = ca.fingerprint(hashes.SHA256())
+        if fingerprint not in seen and ca.not_valid_after_utc > now:
+            bundle.append(ca)
+            seen.add(fingerprint)
+    return bundle
 
 
 def public_keys_match(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
