@@ -1,0 +1,119 @@
+"""`netpol-guard generate`: least-privilege policies from a communication map, proven first."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+NAME = "generate"
+HELP = "write default-deny, allow-list, DNS and external-egress policies from a communication map"
+DESCRIPTION = """\
+Reads a communication map (YAML: namespaces, workloads with labels and ports, flows,
+ingress from and egress to outside the cluster; see docs/generate.md) and writes, per
+managed namespace: allow-dns, one allow-ingress-W per destination workload, one
+allow-egress-W (and allow-external-egress-W) per source, and default-deny.
+
+Before anything is written the set is proven against the map: every flow allowed, every
+other flow among the map's workloads denied on each side, DNS working for every pod,
+external egress exactly as listed (never the cloud metadata address), and `lint` finding
+nothing above info. If the proof fails nothing is written.
+
+Without --out the policies are printed as one YAML stream in apply order. With --out DIR
+each policy is a file named so that `kubectl apply -f DIR` applies the allowances before
+the default-deny, plus kustomization.yaml and connectivity-tests.sh (run it against the
+cluster after applying). Files a previous run generated in DIR are replaced.
+
+exit status: 0 written; 1 the proof failed (nothing written); 2 unusable map or usage.
+
+examples:
+  netpol-guard generate --map examples/maps/three-tier.yaml
+  netpol-guard generate --map map.yaml --out policies/ && kubectl apply -f policies/
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--map", required=True, metavar="FILE", help="the communication map (YAML)")
+    p.add_argument("--out", metavar="DIR", help="write one file per policy, kustomization.yaml and "
+                                                "connectivity-tests.sh into DIR (created if missing)")
+    p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML): DNS target, rule severities")
+    p.add_argument("--denied-sample", type=int, default=50, metavar="N",
+                   help="how many flows the map does not allow connectivity-tests.sh probes (default 50)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
+    from webhook.config import ConfigError, load
+    from webhook.generate.mapparse import MapError, parse_map
+    from webhook.generate.policies import generate
+    from webhook.generate.proof import prove
+    from webhook.generate.render import files, stream
+    from webhook.generate.script import render
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.denied_sample < 0:
+        raise UsageError("--denied-sample must be 0 or more")
+    try:
+        with open(args.map, "rb") as fh:
+            raw = fh.read()
+        text = raw.decode("utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"{args.map}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.map}: not UTF-8 text") from None
+    try:
+        cmap = parse_map(text, args.map)
+        policies = generate(cmap, config.dns)
+    except MapError as exc:
+        raise UsageError(f"the map has {len(exc.problems)} problem(s):\n" + str(exc)) from None
+
+    report = prove(cmap, [p.obj for p in policies], config)
+    if not report.ok:
+        err = sys.stderr
+        err.write(f"netpol-guard generate: the generated policies do not match the map; nothing written.\n")
+        for f in report.failures[:50]:
+            err.write(f"  {f}\n")
+        if len(report.failures) > 50:
+            err.write(f"  ... and {len(report.failures) - 50} more\n")
+        err.write(report.summary() + "\n")
+        return EXIT_FINDINGS
+
+    if not args.out:
+        sys.stdout.write(stream(policies, args.map))
+        sys.stderr.write(f"{len(policies)} policies; {report.summary()}\n")
+        return EXIT_OK
+    content = files(policies, args.map, render(cmap, args.map, args.denied_sample))
+    _write(args.out, content)
+    print(f"wrote {len(policies)} policies, kustomization.yaml and connectivity-tests.sh to {args.out}")
+    print(report.summary())
+    print(f"next: kubectl apply -f {args.out} && {os.path.join(args.out, 'connectivity-tests.sh')}")
+    return EXIT_OK
+
+
+def _write(out: str, content: dict[str, str]) -> None:
+    from webhook.cli import UsageError
+    from webhook.generate.policies import MANAGED_BY_VALUE
+    from webhook.generate.render import KUSTOMIZATION, SCRIPT
+
+    try:
+        os.makedirs(out, exist_ok=True)
+        # Files an earlier run generated but this one does not would still be applied by
+        # `kubectl apply -f DIR`: remove them. Anything else in DIR is left alone.
+        for name in sorted(os.listdir(out)):
+            path = os.path.join(out, name)
+            if name in content or not name.endswith((".yaml", ".yml")) or not os.path.isfile(path):
+                continue
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                if MANAGED_BY_VALUE in fh.read() and name != KUSTOMIZATION:
+                    os.remove(path)
+        for name, text in content.items():
+            path = os.path.join(out, name)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o755 if name == SCRIPT else 0o644)
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write: {exc.strerror}") from None

@@ -1,0 +1,296 @@
+"""The proof: a generated policy set allows exactly what the map says, and nothing more.
+
+A pure function of (map, policy objects, configuration), usable on any policy set - the
+generator calls it on its own output before writing anything, and the tests call it on
+deliberately broken copies to show each kind of mistake is caught.
+
+What is checked, with the connectivity engine (the same one `simulate` and `lint` use)
+over a cluster view built from the map:
+
+1. every flow of the map is allowed (both sides);
+2. every other pod-to-pod flow among the map's workloads, on their declared ports, is
+   denied - and denied on *each* side that the set controls, so one widened selector
+   cannot hide behind the other side's policy. Besides the map's workloads, an
+   "unlisted pod" per namespace (no labels, a probe port) and one pod in a namespace the
+   map does not know stand for everything the map did not mention;
+3. DNS works for every pod of a managed namespace (53/UDP and 53/TCP to the DNS pods);
+4. external egress reaches the listed CIDRs on the listed ports and nothing else nearby
+   (addresses just outside each block, other ports, the cloud metadata address);
+5. ingress from outside is allowed from the listed CIDRs on the listed ports only;
+6. `lint` (the same rules and configuration) finds nothing above info.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from webhook.cluster.objects import NAME_LABEL, ContainerPort, Namespace, Pod
+from webhook.cluster.view import ClusterView
+from webhook.config import Config
+from webhook.generate.model import METADATA_V4, METADATA_V6, CommMap, Target, Workload
+from webhook.policy.engine import Endpoint, Engine
+from webhook.policy.model import NetworkPolicy, Origin
+from webhook.policy.parse import parse_policy
+from webhook.rules.batch import check_all
+from webhook.rules.context import Context
+
+UNLISTED_POD = "unlisted-pod"
+PROBE_PORT = ContainerPort(8080, "TCP", "probe")
+OUTSIDE_PROBES = (ipaddress.ip_address("203.0.113.77"), ipaddress.ip_address("2001:db8::77"))
+FlowKey = tuple[str, str, int, str]  # source pod key, destination pod key, port, protocol
+
+
+@dataclass
+class ProofReport:
+    failures: list[str] = field(default_factory=list)
+    checks: Counter = field(default_factory=Counter)  # what was checked, by kind
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(self.checks.items()))
+        verdict = "passed" if self.ok else f"FAILED ({len(self.failures)} problems)"
+        return f"proof {verdict}: checked {parts}"
+
+
+class _MemoEngine(Engine):
+    """The engine, remembering which policies select each pod: the proof asks that about the
+    same few hundred pods tens of thousands of times, and the answer never changes here."""
+
+    def __init__(self, view: ClusterView, ip_block_matches_pods: bool):
+        super().__init__(view, ip_block_matches_pods)
+        self._selecting: dict[tuple[str, str, str, str], list[NetworkPolicy]] = {}
+
+    def policies_selecting(self, pod: Pod, direction: str) -> list[NetworkPolicy]:
+        key = (pod.namespace, pod.name, pod.kind, direction)
+        found = self._selecting.get(key)
+        if found is None:
+            found = self._selecting[key] = super().policies_selecting(pod, direction)
+        return found
+
+
+def proof_config(cmap: CommMap, config: Config) -> Config:
+    """The configuration with the map's DNS target, if it overrides one."""
+    return dataclasses.replace(config, dns=cmap.dns) if cmap.dns else config
+
+
+def prove(cmap: CommMap, policy_objs: Iterable[Mapping[str, Any]], config: Config) -> ProofReport:
+    config = proof_config(cmap, config)
+    report = ProofReport()
+    objs = list(policy_objs)
+    policies = []
+    for obj in objs:
+        result = parse_policy(obj)
+        if result.policy is None:
+            name = (obj.get("metadata") or {}).get("name", "?") if isinstance(obj, Mapping) else "?"
+            report.fail(f"policy {name} is not valid: " + "; ".join(str(e) for e in result.errors))
+        else:
+            policies.append(result.policy)
+    world = _World(cmap, config)
+    view = world.view(with_probes=True)
+    for p in policies:
+        view.upsert_policy(p)
+    engine = _MemoEngine(view, config.cluster.ipBlockMatchesPods)
+    ctx = Context(view, config, engine)
+    _check_pod_flows(cmap, world, engine, report)
+    _check_dns(cmap, world, ctx, report)
+    _check_external_egress(cmap, world, engine, report)
+    _check_external_ingress(cmap, world, engine, report)
+    _check_lint(world, config, objs, report)
+    return report
+
+
+class _World:
+    """The pods the proof reasons about: the map's workloads plus stand-ins for the rest."""
+
+    def __init__(self, cmap: CommMap, config: Config):
+        self.cmap = cmap
+        self.config = config
+        self.workload_pods = {w.key: w.as_pod() for w in cmap.workloads}
+        self.unlisted = {ns: Pod(ns, UNLISTED_POD, {}, (PROBE_PORT,)) for ns in sorted(cmap.namespaces)}
+        outside_ns = "netpol-guard-proof-elsewhere"
+        while outside_ns in cmap.namespaces:
+            outside_ns += "-x"
+        self.elsewhere = Pod(outside_ns, UNLISTED_POD, {}, (PROBE_PORT,))
+
+    def namespaces(self) -> list[Namespace]:
+        out = [n.as_namespace() for n in self.cmap.namespaces.values()]
+        dns_ns = self.config.dns.namespace
+        if dns_ns not in self.cmap.namespaces:
+            out.append(Namespace(dns_ns, {NAME_LABEL: dns_ns}))
+        return out
+
+    def view(self, with_probes: bool) -> ClusterView:
+        view = ClusterView()
+        for ns in self.namespaces():
+            view.upsert_namespace(ns)
+        for pod in self.workload_pods.values():
+            view.upsert_pod(pod)
+        if with_probes:
+            view.upsert_namespace(Namespace(self.elsewhere.namespace, {NAME_LABEL: self.elsewhere.namespace}))
+            for pod in [*self.unlisted.values(), self.elsewhere]:
+                view.upsert_pod(pod)
+        dns = self.config.dns
+        view.upsert_pod(Pod(dns.namespace, "cluster-dns", dict(dns.podLabels),
+                            (ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp")), kind="Deployment"))
+        return view
+
+    def sources(self) -> list[Pod]:
+        return [*self.workload_pods.values(), *self.unlisted.values(), self.elsewhere]
+
+    def destinations(self) -> list[Pod]:
+        return [*self.workload_pods.values(), *self.unlisted.values()]
+
+    def senders(self, party_ns: str, workload: Workload | None) -> list[Pod]:
+        """The pods a flow's source stands for."""
+        if workload is not None:
+            return [self.workload_pods[workload.key]]
+        return [self.workload_pods[w.key] for w in self.cmap.workloads_in(party_ns)] + [self.unlisted[party_ns]]
+
+    def managed(self, pod: Pod) -> bool:
+        return self.cmap.managed(pod.namespace)
+
+
+def _side_text(v) -> str:
+    return f"{v.egress.explain()}; {v.ingress.explain()}"
+
+
+def _check_pod_flows(cmap: CommMap, world: _World, engine: Engine, report: ProofReport) -> None:
+    expected: set[FlowKey] = set()
+    for f in cmap.flows:
+        dst = world.workload_pods[f.destination.key]
+        for src in world.senders(f.source.namespace, f.source.workload):
+            for p in f.ports:
+                expected.add((src.key, dst.key, p.number, p.protocol))
+                v = engine.evaluate(Endpoint.of_pod(src), Endpoint.of_pod(dst), p.number, p.protocol)
+                report.checks["allowed flows"] += 1
+                if not v.allowed:
+                    report.fail(f"flow {src.key} -> {dst.key} {p.number}/{p.protocol} (map line {f.line}) is "
+                                f"denied, but the map allows it: {_side_text(v)}")
+    dests = [(d, Endpoint.of_pod(d), world.managed(d)) for d in world.destinations()]
+    for src in world.sources():
+        src_ep, src_managed = Endpoint.of_pod(src), world.managed(src)
+        for dst, dst_ep, dst_managed in dests:
+            if not (src_managed or dst_managed):
+                continue  # neither side is ours to control
+            for port in dst.ports:
+                key = (src.key, dst.key, port.port, port.protocol)
+                if key in expected:
+                    continue
+                report.checks["denied flows"] += 1
+                v = engine.evaluate(src_ep, dst_ep, port.port, port.protocol)
+                what = f"{src.key} -> {dst.key} {port.port}/{port.protocol}, which the map does not allow"
+                if dst_managed and v.ingress.allowed:
+                    report.fail(f"{what}, passes the ingress side: {v.ingress.explain()}")
+                if src_managed and v.egress.allowed:
+                    report.fail(f"{what}, passes the egress side: {v.egress.explain()}")
+
+
+def _check_dns(cmap: CommMap, world: _World, ctx: Context, report: ProofReport) -> None:
+    dns_pods = [Endpoint.of_pod(p) for p in ctx.dns_pods]
+    node_local = [Endpoint.of_ip(a) for a in ctx.config.dns.nodeLocalAddresses]
+    for src in world.sources():
+        if not world.managed(src):
+            continue
+        for dst in [*dns_pods, *node_local]:
+            for proto in ("UDP", "TCP"):
+                report.checks["DNS checks"] += 1
+                v = ctx.engine.evaluate(Endpoint.of_pod(src), dst, 53, proto)
+                if not v.allowed:
+                    report.fail(f"DNS from {src.key} to {dst.describe()} 53/{proto} is denied: {_side_text(v)}")
+
+
+def _samples(t: Target) -> list:
+    """Addresses at both edges of a block, and just outside it."""
+    net = t.network
+    inside = {net.network_address, net.broadcast_address}
+    if net.num_addresses > 2:
+        inside = {net.network_address + 1, net.broadcast_address - 1}
+    out = list(inside)
+    top = 2 ** net.max_prefixlen - 1
+    if int(net.network_address) > 0:
+        out.append(net.network_address - 1)
+    if int(net.broadcast_address) < top:
+        out.append(net.broadcast_address + 1)
+    return out
+
+
+def _check_external_egress(cmap: CommMap, world: _World, engine: Engine, report: ProofReport) -> None:
+    node_local = {ipaddress.ip_address(a) for a in world.config.dns.nodeLocalAddresses}
+    for ns in sorted(n for n in cmap.namespaces if cmap.managed(n)):
+        entries = [e for e in cmap.egress if e.source.namespace == ns]
+        ips = {*OUTSIDE_PROBES, METADATA_V4.network_address, METADATA_V6.network_address}
+        ports = {(443, "TCP"), (80, "TCP")}
+        for e in entries:
+            for t in e.targets:
+                ips.update(_samples(t))
+            listed = {(p.number, p.protocol) for p in e.ports}
+            ports |= listed
+            unlisted = max(p.number for p in e.ports) + 1
+            if unlisted <= 65535:
+                ports.add((unlisted, "TCP"))
+        candidates = sorted(((ip, port, proto) for ip in ips for port, proto in ports),
+                            key=lambda c: (c[0].version, c[0], c[1], c[2]))
+        pods = world.senders(ns, None)
+        for src in pods:
+            mine = [e for e in entries if e.source.workload is None
+                    or world.workload_pods[e.source.workload.key] is src]
+            src_ep = Endpoint.of_pod(src)
+            for ip, port, proto in candidates:
+                expected = any(any(t.allows(ip) for t in e.targets) and any(
+                    p.number == port and p.protocol == proto for p in e.ports) for e in mine)
+                if ip in node_local and port == 53:
+                    expected = True
+                report.checks["external egress checks"] += 1
+                v = engine.evaluate(src_ep, Endpoint.of_ip(ip), port, proto)
+                if v.allowed != expected:
+                    word = "allowed" if v.allowed else "denied"
+                    want = "allows" if expected else "does not allow"
+                    meta = " (the cloud metadata address)" if ip in (METADATA_V4.network_address,
+                                                                    METADATA_V6.network_address) else ""
+                    report.fail(f"egress from {src.key} to {ip}{meta} {port}/{proto} is {word}, but the map "
+                                f"{want} it: {v.egress.explain()}")
+
+
+def _check_external_ingress(cmap: CommMap, world: _World, engine: Engine, report: ProofReport) -> None:
+    for ns in sorted(n for n in cmap.namespaces if cmap.managed(n)):
+        entries = [x for x in cmap.ingress if x.destination.namespace == ns]
+        ips = set(OUTSIDE_PROBES)
+        for x in entries:
+            for t in x.sources:
+                ips.update(_samples(t))
+        ordered = sorted(ips, key=lambda ip: (ip.version, ip))
+        for w in cmap.workloads_in(ns):
+            dst = world.workload_pods[w.key]
+            dst_ep = Endpoint.of_pod(dst)
+            mine = [x for x in entries if x.destination is w]
+            for ip in ordered:
+                for port in dst.ports:
+                    expected = any(any(ip in t.network for t in x.sources) and any(
+                        p.number == port.port and p.protocol == port.protocol for p in x.ports) for x in mine)
+                    report.checks["external ingress checks"] += 1
+                    v = engine.evaluate(Endpoint.of_ip(ip), dst_ep, port.port, port.protocol)
+                    if v.allowed != expected:
+                        word = "allowed" if v.allowed else "denied"
+                        want = "allows" if expected else "does not allow"
+                        report.fail(f"ingress from outside {ip} to {dst.key} {port.port}/{port.protocol} is "
+                                    f"{word}, but the map {want} it: {v.ingress.explain()}")
+
+
+def _check_lint(world: _World, config: Config, objs: list[Mapping[str, Any]], report: ProofReport) -> None:
+    view = world.view(with_probes=False)
+    origin = Origin(world.cmap.file)
+    reports = check_all(view, config, [(o, origin) for o in objs])
+    for r in reports:
+        report.checks["linted policies"] += 1
+        for f in r.findings:
+            if f.severity in ("error", "warning"):
+                report.fail(f"lint: {f.severity} [{f.rule}] {f.policy} {f.path}: {f.message}")

@@ -1,0 +1,232 @@
+"""connectivity-tests.sh: the map's promises, checked on a live cluster with kubectl.
+
+For every allowed flow a probe from a pod of the source to the destination pod's IP that
+must connect; for a sample of flows the map does not allow, one that must not; a DNS
+lookup from every workload; and, for workloads with external egress, a probe of the
+cloud metadata address that must fail. Probes run inside the source pod with whatever
+the image has - nc, then curl, then wget, then bash's /dev/tcp - and an image with none
+of them is reported as NO-TOOL, never as a pass or a failure.
+
+Rendering is a pure function of the map, so the script is as deterministic as the
+policies and can be golden-tested.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Optional
+
+from webhook.generate.model import METADATA_V4, CommMap, Party, Workload
+
+DEFAULT_DENIED_SAMPLE = 50
+
+
+@dataclass(frozen=True)
+class Probe:
+    expect: str  # "open" | "closed" | "dns"
+    src_ns: str
+    src_selector: str  # kubectl -l value; "" = any pod of the namespace
+    src_label: str
+    dst_ns: str = ""
+    dst_selector: str = ""
+    dst_label: str = ""
+    address: str = ""  # a fixed address (outside the cluster) instead of a destination pod
+    port: int = 0
+    protocol: str = "TCP"
+
+
+def _selector(labels) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _party(p: Party) -> tuple[str, str, str]:
+    if p.workload is None:
+        return p.namespace, "", f"{p.namespace}/*"
+    return p.namespace, _selector(p.workload.labels), p.workload.key
+
+
+def _wl(w: Workload) -> tuple[str, str, str]:
+    return w.namespace, _selector(w.labels), w.key
+
+
+def plan(cmap: CommMap, denied_sample: int = DEFAULT_DENIED_SAMPLE) -> list[Probe]:
+    """The probes, in a stable order: allowed flows, denied sample, DNS, metadata."""
+    probes: list[Probe] = []
+    allowed: set[tuple[str, str, int, str]] = set()
+    seen: set[Probe] = set()
+    for f in sorted(cmap.flows, key=lambda f: (f.source.key, f.destination.key)):
+        src = _party(f.source)
+        for p in f.ports:
+            probe = Probe("open", *src, *_wl(f.destination), port=p.number, protocol=p.protocol)
+            if probe not in seen:
+                seen.add(probe)
+                probes.append(probe)
+    # What the map allows, per (source workload, destination, port): a namespace-wide flow
+    # covers every workload of its namespace too.
+    for f in cmap.flows:
+        srcs = [f.source.workload] if f.source.workload else cmap.workloads_in(f.source.namespace)
+        for s in srcs:
+            for p in f.ports:
+                allowed.add((s.key, f.destination.key, p.number, p.protocol))
+    denied: list[Probe] = []
+    workloads = sorted(cmap.workloads, key=lambda w: w.key)
+    for s in workloads:
+        for d in workloads:
+            if d is s or not (cmap.managed(s.namespace) or cmap.managed(d.namespace)):
+                continue
+            port = next((p for p in sorted(d.ports, key=lambda p: p.port) if p.protocol == "TCP"
+                         and (s.key, d.key, p.port, p.protocol) not in allowed), None)
+            if port is not None:
+                denied.append(Probe("closed", *_wl(s), *_wl(d), port=port.port))
+                break  # one per source: spread the sample over sources
+    probes.extend(denied[:denied_sample])
+    for w in workloads:
+        if cmap.managed(w.namespace):
+            probes.append(Probe("dns", *_wl(w)))
+    egress_sources = sorted({e.source for e in cmap.egress}, key=lambda p: p.key)
+    for party in egress_sources:
+        probes.append(Probe("closed", *_party(party), address=str(METADATA_V4.network_address), port=80,
+                            dst_label="cloud-metadata"))
+    return probes
+
+
+PRELUDE = r'''#!/usr/bin/env bash
+# Connectivity tests for the policies generated from {map_file} by `netpol-guard generate`.
+# Runs against the current kubectl context; apply the policies first.
+#
+#   ./connectivity-tests.sh            # prints a table, exit 0 = every check as expected
+#
+# Exit status: 0 all as expected; 1 at least one FAIL (a flow that should connect did not,
+# or one that should be blocked connected); 2 no FAIL but some checks could not run
+# (NO-POD: no running pod; NO-TOOL: the image has no nc/curl/wget/bash; ERROR: kubectl exec
+# failed). UDP flows other than DNS cannot be probed reliably and are listed as SKIP.
+#
+# Environment: KUBECTL (default kubectl), PROBE_TIMEOUT seconds (default 2),
+# DNS_NAME (default kubernetes.default.svc.cluster.local).
+set -u
+KUBECTL="${{KUBECTL:-kubectl}}"
+TIMEOUT="${{PROBE_TIMEOUT:-2}}"
+DNS_NAME="${{DNS_NAME:-kubernetes.default.svc.cluster.local}}"
+PASSED=0; FAILED=0; UNKNOWN=0; SKIPPED=0
+ROWS=()
+
+# Runs inside the source pod: prints open, closed or no-tool.
+# shellcheck disable=SC2016
+PROBE='h=$1; p=$2; t=$3
+case "$h" in *:*) u="[$h]";; *) u="$h";; esac
+if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- "-z"; then
+  if nc -z -w "$t" "$h" "$p" >/dev/null 2>&1; then echo open; else echo closed; fi; exit 0
+fi
+if command -v curl >/dev/null 2>&1; then
+  curl -s -o /dev/null --connect-timeout "$t" --max-time "$t" "http://$u:$p/"; rc=$?
+  case $rc in 7|28) echo closed;; *) echo open;; esac; exit 0
+fi
+if command -v wget >/dev/null 2>&1; then
+  out=$(wget -T "$t" -O /dev/null "http://$u:$p/" 2>&1); rc=$?
+  if [ "$rc" -eq 0 ]; then echo open; exit 0; fi
+  if [ "$rc" -eq 4 ]; then echo closed; exit 0; fi
+  case "$out" in *"timed out"*|*refused*|*"can'"'"'t connect"*|*nreachable*|*"No route"*) echo closed;; *) echo open;; esac
+  exit 0
+fi
+if command -v bash >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then
+  if timeout "$t" bash -c "exec 3<>/dev/tcp/$h/$p" >/dev/null 2>&1; then echo open; else echo closed; fi; exit 0
+fi
+echo no-tool'
+
+# Runs inside the pod: prints open (resolved), closed or no-tool.
+DNS_PROBE='n=$1
+if command -v nslookup >/dev/null 2>&1; then
+  if nslookup "$n" >/dev/null 2>&1; then echo open; else echo closed; fi; exit 0
+fi
+if command -v getent >/dev/null 2>&1; then
+  if getent hosts "$n" >/dev/null 2>&1; then echo open; else echo closed; fi; exit 0
+fi
+echo no-tool'
+
+# first_pod NS SELECTOR FIELD: a running pod's name or IP ("" selector: any pod of NS)
+first_pod() {{
+  local sel=()
+  [ -n "$2" ] && sel=(-l "$2")
+  "$KUBECTL" get pods -n "$1" "${{sel[@]}}" --field-selector=status.phase=Running \
+    -o "jsonpath={{.items[0].$3}}" 2>/dev/null
+}}
+
+record() {{  # RESULT EXPECT FROM TO PORT DETAIL
+  case "$1" in
+    PASS) PASSED=$((PASSED + 1));; FAIL) FAILED=$((FAILED + 1));;
+    SKIP) SKIPPED=$((SKIPPED + 1));; *) UNKNOWN=$((UNKNOWN + 1));;
+  esac
+  ROWS+=("$(printf '%-8s %-7s %-40s %-40s %-10s %s' "$1" "$2" "$3" "$4" "$5" "$6")")
+}}
+
+outcome() {{  # EXPECT GOT -> result word
+  case "$2" in
+    no-tool) echo NO-TOOL;; open|closed) if [ "$1" = "$2" ]; then echo PASS; else echo FAIL; fi;;
+    *) echo ERROR;;
+  esac
+}}
+
+# check EXPECT SRC_NS SRC_SEL SRC_LABEL DST_NS DST_SEL DST_LABEL ADDRESS PORT PROTO
+check() {{
+  local expect=$1 sns=$2 ssel=$3 slabel=$4 dns=$5 dsel=$6 dlabel=$7 addr=$8 port=$9 proto=${{10}}
+  local pod target got
+  if [ "$proto" != TCP ]; then
+    record SKIP "$expect" "$slabel" "$dlabel" "$port/$proto" "$proto cannot be probed reliably"; return
+  fi
+  pod=$(first_pod "$sns" "$ssel" metadata.name)
+  if [ -z "$pod" ]; then record NO-POD "$expect" "$slabel" "$dlabel" "$port/$proto" "no running source pod"; return; fi
+  target=$addr
+  if [ -z "$target" ]; then
+    target=$(first_pod "$dns" "$dsel" status.podIP)
+    if [ -z "$target" ]; then record NO-POD "$expect" "$slabel" "$dlabel" "$port/$proto" "no running destination pod"; return; fi
+  fi
+  got=$("$KUBECTL" exec -n "$sns" "$pod" -- sh -c "$PROBE" probe "$target" "$port" "$TIMEOUT" 2>/dev/null | tail -n 1)
+  record "$(outcome "$expect" "$got")" "$expect" "$slabel" "$dlabel" "$port/$proto" "$pod -> $target: ${{got:-exec failed}}"
+}}
+
+# check_dns NS SEL LABEL
+check_dns() {{
+  local pod got
+  pod=$(first_pod "$1" "$2" metadata.name)
+  if [ -z "$pod" ]; then record NO-POD open "$3" DNS 53 "no running pod"; return; fi
+  got=$("$KUBECTL" exec -n "$1" "$pod" -- sh -c "$DNS_PROBE" probe "$DNS_NAME" 2>/dev/null | tail -n 1)
+  record "$(outcome open "$got")" open "$3" "DNS $DNS_NAME" 53 "$pod: ${{got:-exec failed}}"
+}}
+'''
+
+SUMMARY = r'''
+printf '%-8s %-7s %-40s %-40s %-10s %s\n' RESULT EXPECT FROM TO PORT DETAIL
+for row in "${ROWS[@]}"; do printf '%s\n' "$row"; done
+printf '\n%d passed, %d failed, %d could not run, %d skipped\n' "$PASSED" "$FAILED" "$UNKNOWN" "$SKIPPED"
+if [ "$FAILED" -gt 0 ]; then exit 1; fi
+if [ "$UNKNOWN" -gt 0 ]; then exit 2; fi
+exit 0
+'''
+
+
+def _q(v: object) -> str:
+    return shlex.quote(str(v)) if str(v) else "''"
+
+
+def render(cmap: CommMap, map_file: Optional[str] = None, denied_sample: int = DEFAULT_DENIED_SAMPLE) -> str:
+    import os
+    name = os.path.basename(map_file or cmap.file)
+    lines = [PRELUDE.format(map_file=name)]
+    probes = plan(cmap, denied_sample)
+    sections = (("allowed flows: must connect", lambda p: p.expect == "open"),
+                ("a sample of flows the map does not allow: must not connect",
+                 lambda p: p.expect == "closed" and not p.address),
+                ("DNS from every workload", lambda p: p.expect == "dns"),
+                ("the cloud metadata address: must not connect", lambda p: p.expect == "closed" and p.address))
+    for title, pick in sections:
+        chosen = [p for p in probes if pick(p)]
+        lines.append(f"\n# --- {title} ({len(chosen)})")
+        for p in chosen:
+            if p.expect == "dns":
+                lines.append(f"check_dns {_q(p.src_ns)} {_q(p.src_selector)} {_q(p.src_label)}")
+            else:
+                lines.append(" ".join(["check", p.expect, _q(p.src_ns), _q(p.src_selector), _q(p.src_label),
+                                       _q(p.dst_ns), _q(p.dst_selector), _q(p.dst_label), _q(p.address),
+                                       str(p.port), p.protocol]))
+    lines.append(SUMMARY)
+    return "\n".join(lines)
