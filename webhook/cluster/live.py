@@ -188,7 +188,7 @@ class _KindCache:
         self.last_contact: float | None = None  # monotonic time of the last list, event or bookmark
         self.last_list: float | None = None
         self.lists = 0
-        self.relists = 0
+        self.relists = 0  # completed lists after the first (410 Gone, expired continue, periodic)
         self.reconnects = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -284,6 +284,8 @@ class _KindCache:
                 for key, rv, parsed in changes[start:start + 2000]:
                     self._apply(key, rv, parsed)
         self.resource_version = list_rv or self.resource_version
+        if self.lists:
+            self.relists += 1
         self.lists += 1
         self.last_list = self.last_contact = time.monotonic()
         self.synced.set()
@@ -319,7 +321,6 @@ class _KindCache:
             except watching.WatchGone as exc:
                 if stop.is_set():
                     break
-                self.relists += 1
                 need_list = True
                 log.info("live cache: %s: resourceVersion expired (%s); relisting", self.kind.name, exc)
                 self.gone_streak += 1
@@ -329,7 +330,6 @@ class _KindCache:
                 if stop.is_set():
                     break
                 if watching.http_status(exc) == 410:  # an expired continue token, or 410 as a status
-                    self.relists += 1
                     need_list = True
                     continue
                 self.errors += 1
