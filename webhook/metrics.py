@@ -106,10 +106,12 @@ def _records(buf, used: int) -> Iterable[tuple[str, int, float]]:
 
 def _sort_key(key: str) -> tuple:
     # histogram buckets in numeric order of `le`, +Inf last
-    if 'le="' in key:
-        head, _, rest = key.partition('le="')
-        bound = rest.split('"', 1)[0]
-        return (head, float("inf") if bound == "+Inf" else float(bound))
+    # (observe() always puts `le` last)
+    for marker in (',le="', '{le="'):
+        if marker in key:
+            head, _, rest = key.rpartition(marker)
+            bound = rest.split('"', 1)[0]
+            return (head, float("inf") if bound == "+Inf" else float(bound))
     return (key, 0.0)
 
 

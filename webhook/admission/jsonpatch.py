@@ -1,9 +1,10 @@
 """A minimal RFC 6902 JSONPatch: the diff that turns one JSON value into another, and an
 apply function (used by tests and by anyone checking what a patch does).
 
-The diff is minimal in the sense the API server cares about: it touches only the
-paths that changed, appends to lists with ``add`` at the end index, and replaces a
-list wholesale only when elements were inserted or removed elsewhere.
+The diff touches only the paths that changed: lists are compared index by index, new
+elements are appended with ``add`` at their index, surplus ones removed from the end.
+(An insertion in the middle of a list therefore shows as changes plus an append:
+still correct, and NetworkPolicy mutations only ever append.)
 """
 from __future__ import annotations
 
@@ -43,12 +44,14 @@ def diff(old: Any, new: Any, path: str = "") -> list[dict]:
                 ops.extend(diff(old[key], value, path + pointer(key)))
         return ops
     if isinstance(old, list):
-        if len(new) >= len(old) and new[: len(old)] == old:
-            return [{"op": "add", "path": path + pointer(i), "value": copy.deepcopy(new[i])}
-                    for i in range(len(old), len(new))]
-        if len(new) == len(old):
-            return [op for i, (a, b) in enumerate(zip(old, new)) for op in diff(a, b, path + pointer(i))]
-        return [{"op": "replace", "path": path, "value": copy.deepcopy(new)}]
+        # index by index over the common length, then appends (or removals from the end,
+        # highest index first so earlier indices stay valid)
+        common = min(len(old), len(new))
+        ops = [op for i in range(common) for op in diff(old[i], new[i], path + pointer(i))]
+        ops += [{"op": "add", "path": path + pointer(i), "value": copy.deepcopy(new[i])}
+                for i in range(common, len(new))]
+        ops += [{"op": "remove", "path": path + pointer(i)} for i in range(len(old) - 1, common - 1, -1)]
+        return ops
     if old != new:
         return [{"op": "replace", "path": path, "value": copy.deepcopy(new)}]
     return []

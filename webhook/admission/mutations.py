@@ -19,7 +19,7 @@ from webhook.admission.review import NETWORK_POLICY, AdmissionRequest
 from webhook.policy.model import EGRESS, INGRESS
 from webhook.policy.parse import parse_policy
 from webhook.rules.context import Context
-from webhook.rules.fixes import dns_egress_rule
+from webhook.rules.dns import dns_fix_rule
 from webhook.rules.runner import check_policy
 
 DNS_RULE = "dns-egress-missing"
@@ -70,9 +70,7 @@ def mutated(obj: Any, namespace: str, ctx: HandlerContext) -> dict:
         rules_ctx = Context(ctx.view, ctx.config)
         rules_ctx = rules_ctx.with_engine(rules_ctx.engine.with_overlay([policy]))
         if any(f.rule == DNS_RULE for f in check_policy(policy, rules_ctx)):
-            dns = ctx.config.dns
-            rule = dns_egress_rule(dns.namespace, dict(dns.podLabels), tuple(dns.nodeLocalAddresses))
-            new["spec"]["egress"] = list(new["spec"].get("egress") or []) + [rule]
+            new["spec"]["egress"] = list(new["spec"].get("egress") or []) + [dns_fix_rule(rules_ctx)]
     if m.explicitPolicyTypes and new["spec"].get("policyTypes") is None:
         # what the API server would default to, from the object as the user wrote it
         new["spec"]["policyTypes"] = [t for t in (INGRESS, EGRESS) if t in policy.policy_types]
