@@ -75,6 +75,32 @@ class MutationsConfig:
 
 
 @dataclass(frozen=True)
+class CertificatesConfig:
+    """In-cluster, self-managed serving certificates (the chart's default mode)."""
+
+    # The elected leader creates the CA and serving certificate in `secretName`, writes the
+    # CA bundle into the webhook configurations, and rotates before expiry.
+    selfManaged: bool = False
+    secretName: str = "netpol-guard-tls"
+    serviceName: str = "netpol-guard"
+    # Name of both our ValidatingWebhookConfiguration and MutatingWebhookConfiguration.
+    webhookConfigName: str = "netpol-guard"
+    validityDays: int = 365
+    caValidityDays: int = 3650
+    renewBeforeDays: int = 30
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    """The Lease that makes exactly one replica the writer (controller, certificates)."""
+
+    leaseName: str = "netpol-guard-leader"
+    leaseDurationSeconds: int = 15
+    renewDeadlineSeconds: int = 10
+    retryPeriodSeconds: int = 2
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     maxRequestBytes: int = 3 * 1024 * 1024
     # how often the live cache re-lists from scratch, seconds (0: only on 410 Gone)
@@ -93,6 +119,8 @@ class Config:
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     mutations: MutationsConfig = field(default_factory=MutationsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    certificates: CertificatesConfig = field(default_factory=CertificatesConfig)
+    leaderElection: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
 
     def severity_for(self, rule_id: str, default: str) -> str:
         """The configured severity of a rule, or 'off'."""
@@ -206,6 +234,25 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"isolation.labelKey: {label_key_problem(cfg.isolation.labelKey)}")
     if cfg.isolation.onLabelRemoved not in ("delete", "keep"):
         problems.append(f"isolation.onLabelRemoved: must be 'delete' or 'keep', got {cfg.isolation.onLabelRemoved!r}")
+    from webhook.policy.selectors import dns_label_problem, dns_subdomain_problem
+    for key in ("secretName", "webhookConfigName"):
+        p = dns_subdomain_problem(getattr(cfg.certificates, key))
+        if p:
+            problems.append(f"certificates.{key}: {p}")
+    if dns_label_problem(cfg.certificates.serviceName):
+        problems.append(f"certificates.serviceName: {dns_label_problem(cfg.certificates.serviceName)}")
+    c = cfg.certificates
+    if c.validityDays < 1 or c.caValidityDays < c.validityDays:
+        problems.append("certificates: validityDays must be >= 1 and caValidityDays >= validityDays")
+    if c.renewBeforeDays >= c.validityDays:
+        problems.append("certificates.renewBeforeDays: must be less than validityDays, "
+                        "or the certificate is renewed in a loop")
+    le = cfg.leaderElection
+    if dns_subdomain_problem(le.leaseName):
+        problems.append(f"leaderElection.leaseName: {dns_subdomain_problem(le.leaseName)}")
+    if not (0 < le.retryPeriodSeconds < le.renewDeadlineSeconds < le.leaseDurationSeconds):
+        problems.append("leaderElection: need 0 < retryPeriodSeconds < renewDeadlineSeconds < "
+                        "leaseDurationSeconds (a leader must stop before its lease can expire)")
     if cfg.server.maxRequestBytes < 1024:
         problems.append("server.maxRequestBytes: must be at least 1024")
 
