@@ -117,7 +117,25 @@ class _DnsAnalysis:
         self.allowances: dict[NetworkPolicy, Allowance] = {}
         self.ns_policies: dict[str, list[NetworkPolicy]] = {}
         self.ns_cover: dict[str, Allowance] = {}
-        self.class_isolating: dict[tuple[str, frozenset], tuple[NetworkPolicy, ...]] = {}
+        self.stored_ids: set[int] = set()  # id() of every policy in ns_policies (kept alive there)
+        self.ns_groups: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
+        self.class_verdicts: dict[tuple[str, frozenset, bool], PodDns] = {}
+        self.statuses: dict[NetworkPolicy, DnsStatus] = {}  # asked for by two rules per policy
+        self._fix: str | None = None
+        self.snippets: dict[str, str] = {}
+
+    def fix_snippet(self) -> str:
+        """The DNS egress rule as YAML: the same for every finding, so rendered once."""
+        if self._fix is None:
+            self._fix = snippet([dns_fix_rule(self.ctx)])
+        return self._fix
+
+    def rendered(self, name: str, obj) -> str:
+        """Other fixed snippets (the DNS peer, the `to` list), rendered once per context."""
+        got = self.snippets.get(name)
+        if got is None:
+            got = self.snippets[name] = snippet(obj)
+        return got
 
     # A protocol is covered when every DNS pod is reached, or any node-local address.
     def covers(self, reached: frozenset[int]) -> bool:
@@ -145,17 +163,26 @@ class _DnsAnalysis:
         return Allowance(frozenset(udp), frozenset(tcp))
 
     def union(self, policies: Iterable[NetworkPolicy]) -> Allowance:
-        total = NOTHING
+        udp: set[int] = set()
+        tcp: set[int] = set()
         for p in policies:
-            total = total | self.allowance(p)
-        return total
+            a = self.allowance(p)
+            udp.update(a.udp)
+            tcp.update(a.tcp)
+        return Allowance(frozenset(udp), frozenset(tcp))
 
     def policies_in(self, namespace: str) -> list[NetworkPolicy]:
         got = self.ns_policies.get(namespace)
         if got is None:
             got = self.ns_policies[namespace] = [
                 p for p in self.ctx.engine.policies_in(namespace) if EGRESS in p.policy_types]
+            self.stored_ids.update(id(p) for p in got)
         return got
+
+    def is_stored(self, policy: NetworkPolicy) -> bool:
+        """Whether this very object is what the engine holds (so namespace caches apply to it)."""
+        self.policies_in(policy.namespace)
+        return id(policy) in self.stored_ids
 
     def namespace_cover(self, namespace: str) -> Allowance:
         """What the policies selecting every pod of the namespace allow: when that is full
@@ -166,12 +193,27 @@ class _DnsAnalysis:
                 p for p in self.policies_in(namespace) if p.pod_selector.is_empty)
         return got
 
-    def isolating(self, pod: Pod) -> tuple[NetworkPolicy, ...]:
-        key = (pod.namespace, frozenset(pod.labels.items()))
-        got = self.class_isolating.get(key)
+    def selector_groups(self, namespace: str) -> list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]:
+        """The namespace's egress-isolating policies grouped by selector: many policies share
+        one (`{}`, `app: x`), so each pod class tests each distinct selector once."""
+        got = self.ns_groups.get(namespace)
         if got is None:
-            got = self.class_isolating[key] = tuple(
-                p for p in self.policies_in(pod.namespace) if p.pod_selector.matches(pod.labels))
+            groups: dict[LabelSelector, list[NetworkPolicy]] = {}
+            for p in self.policies_in(namespace):
+                groups.setdefault(p.pod_selector, []).append(p)
+            got = self.ns_groups[namespace] = [(sel, tuple(ps)) for sel, ps in groups.items()]
+        return got
+
+    def class_verdict(self, pod: Pod, hypothetical: bool) -> PodDns:
+        """The verdict for the pod's label class under the stored policies, once per class."""
+        key = (pod.namespace, frozenset(pod.labels.items()), hypothetical)
+        got = self.class_verdicts.get(key)
+        if got is None:
+            labels = pod.labels
+            isolating = [p for sel, ps in self.selector_groups(pod.namespace) if sel.matches(labels) for p in ps]
+            total = self.union(isolating)
+            got = self.class_verdicts[key] = PodDns(pod, hypothetical, tuple(sorted(p.key for p in isolating)),
+                                                    self.covers(total.udp), self.covers(total.tcp))
         return got
 
 
@@ -219,9 +261,17 @@ def dns_status(policy: NetworkPolicy, ctx: Context) -> DnsStatus:
     if EGRESS not in policy.policy_types:
         return DnsStatus(False)
     an = _analysis(ctx)
+    got = an.statuses.get(policy)
+    if got is None:
+        got = an.statuses[policy] = _dns_status(policy, an)
+    return got
+
+
+def _dns_status(policy: NetworkPolicy, an: _DnsAnalysis) -> DnsStatus:
+    ctx = an.ctx
     own = an.allowance(policy)
     stored = an.policies_in(policy.namespace)
-    in_view = any(p is policy for p in stored)
+    in_view = an.is_stored(policy)
     if in_view:
         cover = an.namespace_cover(policy.namespace)
     else:
@@ -237,11 +287,12 @@ def dns_status(policy: NetworkPolicy, ctx: Context) -> DnsStatus:
     out = []
     for pod in classes:
         if in_view:
-            isolating = an.isolating(pod)
-        else:
-            isolating = tuple(p for p in stored if p.key != policy.key and p.pod_selector.matches(pod.labels))
-            isolating = isolating + (policy,)
-        total = an.union(isolating) | own
+            out.append(an.class_verdict(pod, hypothetical))
+            continue
+        # A candidate not (yet) stored: it replaces the stored version of the same name.
+        isolating = [p for p in stored if p.key != policy.key and p.pod_selector.matches(pod.labels)]
+        isolating.append(policy)
+        total = an.union(isolating)
         out.append(PodDns(pod, hypothetical, tuple(sorted(p.key for p in isolating)),
                           an.covers(total.udp), an.covers(total.tcp)))
     return DnsStatus(True, tuple(out))
@@ -376,7 +427,7 @@ def dns_egress_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
         "spec.egress",
         f"{_who(gaps)}: egress is isolated by {_isolated_by(gaps)} and no rule of theirs allows "
         f"UDP 53 to {_target_text(ctx)}{hint}; name lookups will fail. Add this egress rule",
-        snippet([dns_fix_rule(ctx)]),
+        _analysis(ctx).fix_snippet(),
     )
 
 
@@ -420,10 +471,10 @@ def dns_tcp_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
     own_udp = [r for r in policy.rules_for(EGRESS) if an.covers(_rule_allowance(an, policy, r).udp)]
     if own_udp:
         r = own_udp[0]
-        path, fix = f"{r.path}.ports", snippet([{"port": DNS_PORT, "protocol": TCP}])
+        path, fix = f"{r.path}.ports", an.rendered("tcp-port", [{"port": DNS_PORT, "protocol": TCP}])
         where = f"add TCP 53 to the ports of {r.path}"
     else:
-        path, fix = "spec.egress", snippet([dns_fix_rule(ctx)])
+        path, fix = "spec.egress", an.fix_snippet()
         where = "add this egress rule"
     yield Hit(path,
               f"{_who(gaps)}: UDP 53 to cluster DNS is allowed but TCP 53 is not (isolated by "
@@ -503,7 +554,7 @@ def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
                 yield Hit(r.path,
                           "port 53 is allowed to every destination (no `to`), outside the cluster too; "
                           "pods may query any resolver. Limit it to the DNS pods",
-                          snippet({"to": dns_fix_rule(ctx)["to"]}))
+                          an.rendered("to", {"to": dns_fix_rule(ctx)["to"]}))
             continue
         for peer in r.peers:
             if peer.namespace_selector is None or not (peer.pod_selector is None or peer.pod_selector.is_empty):
@@ -515,4 +566,4 @@ def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
                      else f"every pod of {ctx.config.dns.namespace}")
             yield Hit(f"{r.path}.to[{peer.index}]",
                       f"{what} is allowed to {scope}, not only the DNS pods; add a podSelector to this peer",
-                      snippet(dns_peer))
+                      an.rendered("peer", dns_peer))
