@@ -31,11 +31,8 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-def _json(body: Any, status: int = 200, close: bool = False) -> Response:
-    resp = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=JSON)
-    if close:
-        resp.headers["Connection"] = "close"
-    return resp
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=JSON)
 
 
 def _read_body(limit: int) -> bytes:
@@ -63,7 +60,9 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
             req = parse_review(decode(_read_body(limit)))
         except BadReview as bad:
             metrics.inc("netpol_guard_bad_requests_total", {"endpoint": endpoint, "reason": bad.reason})
-            return _json(bad.body(), bad.status, close=bad.reason == "body-too-large")
+            # (an oversized body is not read; gunicorn discards the rest before the next
+            # request on the connection - the API server never sends more than a few MiB)
+            return _json(bad.body(), bad.status)
         decision = dispatch(endpoint, req, ctx)
         body = build_response(req, decision)
         metrics.record_decision(endpoint, req.operation, decision.label, time.perf_counter() - started,
