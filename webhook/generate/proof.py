@@ -11,8 +11,9 @@ over a cluster view built from the map:
 2. every other pod-to-pod flow among the map's workloads, on their declared ports, is
    denied - and denied on *each* side that the set controls, so one widened selector
    cannot hide behind the other side's policy. Besides the map's workloads, an
-   "unlisted pod" per namespace (no labels, a probe port) and one pod in a namespace the
-   map does not know stand for everything the map did not mention;
+   "unlisted pod" per namespace (no labels, a probe port), one pod in a namespace the
+   map does not know, and there a lookalike of every workload (same labels and ports)
+   stand for everything the map did not mention;
 3. DNS works for every pod of a managed namespace (53/UDP and 53/TCP to the DNS pods);
 4. external egress reaches the listed CIDRs on the listed ports and nothing else nearby
    (addresses just outside each block, other ports, the cloud metadata address);
@@ -120,6 +121,10 @@ class _World:
         while outside_ns in cmap.namespaces:
             outside_ns += "-x"
         self.elsewhere = Pod(outside_ns, UNLISTED_POD, {}, (PROBE_PORT,))
+        # Pods elsewhere that carry a workload's labels and ports: a namespaceSelector widened
+        # by mistake lets them in (or out), and only a lookalike can show it.
+        self.lookalikes = [Pod(outside_ns, f"lookalike-{w.namespace}-{w.name}", dict(w.labels),
+                               self.workload_pods[w.key].ports) for w in cmap.workloads]
 
     def namespaces(self) -> list[Namespace]:
         out = [n.as_namespace() for n in self.cmap.namespaces.values()]
@@ -136,7 +141,7 @@ class _World:
             view.upsert_pod(pod)
         if with_probes:
             view.upsert_namespace(Namespace(self.elsewhere.namespace, {NAME_LABEL: self.elsewhere.namespace}))
-            for pod in [*self.unlisted.values(), self.elsewhere]:
+            for pod in [*self.unlisted.values(), self.elsewhere, *self.lookalikes]:
                 view.upsert_pod(pod)
         dns = self.config.dns
         view.upsert_pod(Pod(dns.namespace, "cluster-dns", dict(dns.podLabels),
@@ -144,10 +149,10 @@ class _World:
         return view
 
     def sources(self) -> list[Pod]:
-        return [*self.workload_pods.values(), *self.unlisted.values(), self.elsewhere]
+        return [*self.workload_pods.values(), *self.unlisted.values(), self.elsewhere, *self.lookalikes]
 
     def destinations(self) -> list[Pod]:
-        return [*self.workload_pods.values(), *self.unlisted.values()]
+        return [*self.workload_pods.values(), *self.unlisted.values(), *self.lookalikes]
 
     def senders(self, party_ns: str, workload: Workload | None) -> list[Pod]:
         """The pods a flow's source stands for."""
@@ -209,35 +214,48 @@ def side_allowances(engine: Engine, direction: str, pod: Pod, pod_ep: Endpoint,
     The same decision as Engine.side() - isolated only when a policy selects the pod for
     the direction, then the union of those policies' rules, a rule matching when a peer
     and a port match (no peers / no ports: all) - but answered rule by rule over all peers
-    at once instead of once per flow: the proof's hot loop. A test checks it agrees with
-    Engine.evaluate flow by flow.
+    at once instead of once per flow: the proof's hot loop. Peers are first narrowed to
+    the namespaces a peer can match at all; Engine.peer_matches decides the rest. A test
+    checks the result against Engine.evaluate flow by flow.
     """
     selecting = engine.policies_selecting(pod, direction)
-    if direction == INGRESS:
-        if not selecting:
+    others = sources if direction == INGRESS else dests
+    if not selecting:
+        if direction == INGRESS:
             return {(s.key, pod.key, c.port, c.protocol) for s, _ in sources for c in pod.ports}
-        out: set[FlowKey] = set()
-        for pol in selecting:
-            for rule in pol.rules_for(INGRESS):
+        return {(pod.key, d.key, c.port, c.protocol) for d, _ in dests for c in d.ports}
+    by_ns: dict[str, list[tuple[Pod, Endpoint]]] = {}
+    for o in others:
+        by_ns.setdefault(o[0].namespace, []).append(o)
+    out: set[FlowKey] = set()
+    for pol in selecting:
+        for rule in pol.rules_for(direction):
+            if not rule.peers:
+                matched = others
+            else:
+                matched = []
+                for peer in rule.peers:
+                    matched.extend(o for o in _peer_candidates(engine, pol, peer, by_ns, others)
+                                   if engine.peer_matches(pol, peer, o[1]))
+            if direction == INGRESS:
                 ports = [c for c in pod.ports if not rule.ports
                          or any(engine.port_matches(spec, c.port, c.protocol, pod_ep) for spec in rule.ports)]
-                if not ports:
-                    continue
-                for s, s_ep in sources:
-                    if not rule.peers or any(engine.peer_matches(pol, peer, s_ep) for peer in rule.peers):
-                        out.update((s.key, pod.key, c.port, c.protocol) for c in ports)
-        return out
-    if not selecting:
-        return {(pod.key, d.key, c.port, c.protocol) for d, _ in dests for c in d.ports}
-    out = set()
-    for pol in selecting:
-        for rule in pol.rules_for(EGRESS):
-            for d, d_ep in dests:
-                if rule.peers and not any(engine.peer_matches(pol, peer, d_ep) for peer in rule.peers):
-                    continue
-                out.update((pod.key, d.key, c.port, c.protocol) for c in d.ports if not rule.ports
-                           or any(engine.port_matches(spec, c.port, c.protocol, d_ep) for spec in rule.ports))
+                out.update((s.key, pod.key, c.port, c.protocol) for s, _ in matched for c in ports)
+            else:
+                for d, d_ep in matched:
+                    out.update((pod.key, d.key, c.port, c.protocol) for c in d.ports if not rule.ports
+                               or any(engine.port_matches(spec, c.port, c.protocol, d_ep) for spec in rule.ports))
     return out
+
+
+def _peer_candidates(engine: Engine, pol: NetworkPolicy, peer, by_ns, others):
+    """The pods a peer could match judging by namespace alone (a superset; never fewer)."""
+    if peer.ip_block is not None:
+        return others  # pod IPs decide, when ipBlocks match pods at all
+    if peer.namespace_selector is None:
+        return by_ns.get(pol.namespace, [])
+    return [o for ns, group in by_ns.items()
+            if peer.namespace_selector.matches(engine.view.namespace_labels(ns)) for o in group]
 
 
 def _check_dns(cmap: CommMap, world: _World, ctx: Context, report: ProofReport) -> None:
