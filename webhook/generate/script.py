@@ -110,7 +110,9 @@ DNS_NAME="${{DNS_NAME:-kubernetes.default.svc.cluster.local}}"
 PASSED=0; FAILED=0; UNKNOWN=0; SKIPPED=0
 ROWS=()
 
-# Runs inside the source pod: prints open, closed or no-tool.
+# Runs inside the source pod: prints open (a TCP connection was made), closed or no-tool.
+# curl: a non-zero connect time means connected, whatever HTTP said afterwards; wget:
+# "connected." (GNU) or an HTTP-level error (busybox) means connected.
 # shellcheck disable=SC2016
 PROBE='h=$1; p=$2; t=$3
 case "$h" in *:*) u="[$h]";; *) u="$h";; esac
@@ -118,14 +120,13 @@ if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- "-z"; then
   if nc -z -w "$t" "$h" "$p" >/dev/null 2>&1; then echo open; else echo closed; fi; exit 0
 fi
 if command -v curl >/dev/null 2>&1; then
-  curl -s -o /dev/null --connect-timeout "$t" --max-time "$t" "http://$u:$p/"; rc=$?
-  case $rc in 7|28) echo closed;; *) echo open;; esac; exit 0
+  c=$(curl -s -o /dev/null -w "%{{time_connect}}" --connect-timeout "$t" --max-time "$t" "http://$u:$p/" 2>/dev/null)
+  case "$c" in *[1-9]*) echo open;; *) echo closed;; esac; exit 0
 fi
 if command -v wget >/dev/null 2>&1; then
-  out=$(wget -T "$t" -O /dev/null "http://$u:$p/" 2>&1); rc=$?
+  out=$(wget -t 1 -T "$t" -O /dev/null "http://$u:$p/" 2>&1); rc=$?
   if [ "$rc" -eq 0 ]; then echo open; exit 0; fi
-  if [ "$rc" -eq 4 ]; then echo closed; exit 0; fi
-  case "$out" in *"timed out"*|*refused*|*"can'"'"'t connect"*|*nreachable*|*"No route"*) echo closed;; *) echo open;; esac
+  case "$out" in *"connected."*|*"server returned"*|*"bad header"*|*"error getting response"*) echo open;; *) echo closed;; esac
   exit 0
 fi
 if command -v bash >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then
