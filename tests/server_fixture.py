@@ -251,18 +251,25 @@ class RunningServer:
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"netpol-guard serve exited with {self.process.returncode}:\n{self.log_text()}")
+            probe = self.client()
             try:
-                status, body = self.client().get("/readyz")
+                status, body = probe.get("/readyz")
                 if status == 200:
                     return
                 last = f"{status} {body}"
             except (OSError, http.client.HTTPException) as exc:
                 last = repr(exc)
+            finally:
+                probe.close()
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"netpol-guard serve not ready after {timeout}s ({last}):\n{self.log_text()}")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM to the server's pid (gunicorn finishes in-flight requests), SIGKILL after timeout."""
+        shared = getattr(self._local, "client", None)
+        if shared is not None:
+            shared.close()  # an idle kept-alive connection delays gunicorn's graceful stop
         if self.alive():
             os.kill(self.pid, signal.SIGTERM)
             try:

@@ -17,7 +17,8 @@ certificate, open ones are not dropped.
 
 Cluster view: --cluster PATH (manifests, read once), else the live cluster through a watch
 cache (in-cluster configuration, else kubeconfig). --dev: a self-signed certificate in
-certs/ (made if missing), 127.0.0.1:8443, and --cluster or an empty cluster.
+certs/ (made if missing), 127.0.0.1:8443, and --cluster, else the kubeconfig's cluster if there
+is one, else an empty cluster.
 
 A bad configuration, certificate or snapshot stops serve before it binds (exit 2) with
 every problem listed.
@@ -35,7 +36,7 @@ DEV_CERT_DIR = "certs"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev", action="store_true",
                    help=f"local development: self-signed certificate in {DEV_CERT_DIR}/ (made if missing), "
-                        f"bind {DEV_BIND}, --cluster or an empty cluster")
+                        f"bind {DEV_BIND}; --cluster, else the kubeconfig's cluster, else an empty one")
     p.add_argument("--cluster", action="append", default=[], metavar="PATH",
                    help="serve from manifests (Namespaces, Pods, workloads, Services, NetworkPolicies) "
                         "instead of the live cluster; may be given more than once")
@@ -136,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
         if args.cluster:
             source = SnapshotSource(args.cluster)
         elif args.dev:
-            source = EmptySource()
+            # design: --dev uses the live cluster when a kubeconfig is there, else an empty one
+            try:
+                source = live_source(config, args.kubeconfig)
+            except SourceUnavailable as exc:
+                print(f"netpol-guard serve: --dev with an empty cluster view ({exc})", file=sys.stderr)
+                source = EmptySource()
         else:
             source = live_source(config, args.kubeconfig)
     except InputError as exc:
