@@ -66,7 +66,9 @@ class LeaderElector:
         self._api = kubernetes.client.CoordinationV1Api(api_client)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
-        self._on_started, self._on_stopped = on_started_leading, on_stopped_leading
+        self._listeners: list[tuple[Callback, Callback]] = []
+        if on_started_leading or on_stopped_leading:
+            self._listeners.append((on_started_leading, on_stopped_leading))
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -87,6 +89,10 @@ class LeaderElector:
         self._thread.start()
         return self
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def stop(self, release: bool = True) -> None:
         """Stop campaigning. A leader steps down first (callbacks run), then, with release,
         hands the Lease back so a standby need not wait out the lease duration."""
@@ -96,6 +102,20 @@ class LeaderElector:
         was_leading = self._set_leading(False)
         if release and was_leading:
             self._release()
+
+    def add_listener(self, on_started_leading: Callback = None, on_stopped_leading: Callback = None) -> None:
+        """Several roles may share one elector (one Lease per process: the isolation controller
+        and the certificate manager). A listener added while leading is started at once."""
+        with self._lock:
+            self._listeners.append((on_started_leading, on_stopped_leading))
+            leading = self._leading
+        if leading and on_started_leading:
+            on_started_leading()
+
+    def remove_listener(self, on_started_leading: Callback = None, on_stopped_leading: Callback = None) -> None:
+        with self._lock:
+            if (on_started_leading, on_stopped_leading) in self._listeners:
+                self._listeners.remove((on_started_leading, on_stopped_leading))
 
     def is_leader(self) -> bool:
         """True only while the last successful renewal is younger than renew_deadline."""
@@ -143,13 +163,23 @@ class LeaderElector:
             self._changed.notify_all()
         if leading and not before:
             log.info("lease %s/%s: %s is now the leader", self.namespace, self.name, self.identity)
-            if self._on_started:
-                self._on_started()
+            self._notify(0)
         elif before and not leading:
             log.info("lease %s/%s: %s stopped leading", self.namespace, self.name, self.identity)
-            if self._on_stopped:
-                self._on_stopped()
+            self._notify(1)
         return before
+
+    def _notify(self, which: int) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for pair in listeners:
+            fn = pair[which]
+            if fn is None:
+                continue
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one role's bug must not stop the election
+                log.exception("lease %s/%s: leadership callback %r failed", self.namespace, self.name, fn)
 
     def _read(self) -> Optional[dict]:
         from kubernetes.client.exceptions import ApiException
@@ -200,7 +230,7 @@ class LeaderElector:
         new_spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.lease_duration, renewTime=stamp)
         if holder != self.identity:
             new_spec["acquireTime"] = stamp
-            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         lease["spec"] = new_spec
         try:
             resp = self._api.replace_namespaced_lease(self.name, self.namespace, lease, _preload_content=False,

@@ -446,35 +446,50 @@ def default_lease_namespace() -> str:
 class Running:
     """A controller running under leader election; call it (or .stop()) to stop."""
 
-    def __init__(self, controller: Controller, elector: Any):
-        self.controller, self.elector = controller, elector
+    def __init__(self, controller: Controller, elector: Any, owns_elector: bool):
+        self.controller, self.elector, self._owns = controller, elector, owns_elector
 
     def stop(self) -> None:
-        self.controller.stop()  # no write in flight after this...
-        self.elector.stop(release=True)  # ...so the Lease can be handed over at once
+        self.controller.stop()  # no write is in flight after this...
+        if self._owns:
+            self.elector.stop(release=True)  # ...so the Lease can be handed over at once
+        else:
+            self.elector.remove_listener(self.controller.start_leading, self.controller.stop_leading)
 
     __call__ = stop
 
 
-def run_in_background(config: Config, api_client: Any, *, lease_namespace: Optional[str] = None,
-                      lease_name: str = DEFAULT_LEASE_NAME, identity: Optional[str] = None,
-                      lease_duration: int = 15, renew_deadline: float = 10.0, retry_period: float = 2.0,
-                      workers: int = 4, field_manager: str = "netpol-guard",
-                      resync_seconds: Optional[float] = None) -> Running:
-    """Start the controller with Lease-based leader election in daemon threads; returns a stop
-    function (a Running). Several processes may call this: exactly one reconciles."""
+def make_elector(config: Config, api_client: Any, *, lease_namespace: Optional[str] = None,
+                 lease_name: Optional[str] = None, identity: Optional[str] = None) -> Any:
+    """A LeaderElector from config.leaderElection (one Lease per release: the chart's RBAC names it)."""
     from webhook.leader import LeaderElector
 
-    identity = identity or default_identity()
-    controller = Controller(api_client, config, workers=workers, field_manager=field_manager, identity=identity,
-                            resync_seconds=resync_seconds,
-                            request_timeout=max(1.0, float(lease_duration) - renew_deadline),
-                            is_leader=lambda: False)
-    elector = LeaderElector(api_client, lease_namespace or default_lease_namespace(), lease_name, identity,
-                            lease_duration=lease_duration, renew_deadline=renew_deadline,
-                            retry_period=retry_period, on_started_leading=controller.start_leading,
-                            on_stopped_leading=controller.stop_leading)
-    controller.is_leader = elector.is_leader
+    le = config.leaderElection
+    return LeaderElector(api_client, lease_namespace or default_lease_namespace(), lease_name or le.leaseName,
+                         identity or default_identity(), lease_duration=int(le.leaseDurationSeconds),
+                         renew_deadline=float(le.renewDeadlineSeconds), retry_period=float(le.retryPeriodSeconds))
+
+
+def run_in_background(config: Config, api_client: Any, *, elector: Any = None, lease_namespace: Optional[str] = None,
+                      lease_name: Optional[str] = None, identity: Optional[str] = None, workers: int = 4,
+                      field_manager: str = "netpol-guard", resync_seconds: Optional[float] = None) -> Running:
+    """Start the isolation controller in daemon threads; it reconciles only while `elector` leads.
+
+    elector: a started-or-not webhook.leader.LeaderElector to share (e.g. with the certificate
+    manager; it is started here if it was not, and left running on stop); None makes one from
+    config.leaderElection (lease_namespace/lease_name/identity override it) and owns it.
+    Returns a Running: call it to stop (workers first, then the Lease is released).
+    Several processes may call this: exactly one reconciles."""
+    owns = elector is None
+    if owns:
+        elector = make_elector(config, api_client, lease_namespace=lease_namespace, lease_name=lease_name,
+                               identity=identity)
+    controller = Controller(api_client, config, workers=workers, field_manager=field_manager,
+                            identity=elector.identity, resync_seconds=resync_seconds,
+                            request_timeout=max(1.0, float(elector.lease_duration) - elector.renew_deadline),
+                            is_leader=elector.is_leader)
     controller.start()
-    elector.start()
-    return Running(controller, elector)
+    elector.add_listener(controller.start_leading, controller.stop_leading)
+    if not elector.started:
+        elector.start()
+    return Running(controller, elector, owns)

@@ -1,0 +1,361 @@
+"""The isolation controller against the Kubernetes API stand-in, through the real kubernetes
+client: what a user sees in the cluster after labeling, editing, deleting, unlabeling, and
+while the API misbehaves. Waits are bounded polls on observable state, never sleeps."""
+from __future__ import annotations
+
+import time
+
+import kubernetes.client
+import pytest
+
+from webhook.config import from_dict
+from webhook.isolation.controller import Controller, run_in_background
+from webhook.isolation.desired import ALLOW_DNS, DEFAULT_DENY, MANAGED_BY_KEY, desired_policies
+from webhook.leader import LeaderElector
+
+LABEL = "netpol-guard.io/isolate"
+NP = "/apis/networking.k8s.io/v1/namespaces/[^/]+/networkpolicies"
+
+
+def make_config(**isolation):
+    return from_dict({"isolation": isolation} if isolation else {})
+
+
+def wait_until(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        time.sleep(0.02)
+
+
+def namespace(name: str, mode: str | None = None, **extra_labels) -> dict:
+    labels = dict(extra_labels)
+    if mode is not None:
+        labels[LABEL] = mode
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def policies(api, ns: str) -> dict[str, dict]:
+    return {p["metadata"]["name"]: p for p in api.list_objects("NetworkPolicy", ns)}
+
+
+def events(api, ns: str, reason: str | None = None) -> list[dict]:
+    return [e for e in api.list_objects("Event", ns) if reason is None or e["reason"] == reason]
+
+
+def has_policies(api, ns: str, *names: str):
+    return lambda: set(policies(api, ns)) == set(names)
+
+
+def settle(api, ctrl: Controller, resyncs: int = 2) -> None:
+    """Wait until the controller has relisted `resyncs` more times and has nothing left to do."""
+    start = ctrl.namespaces.relists
+    wait_until(lambda: ctrl.namespaces.relists >= start + resyncs and ctrl.policies.relists >= start + resyncs,
+               f"{resyncs} resyncs")
+    wait_until(ctrl.queue.idle, "an idle work queue")
+
+
+@pytest.fixture
+def start_controller(kube_api):
+    started = []
+
+    def start(config=None, **kw) -> Controller:
+        kw.setdefault("resync_seconds", 0.5)
+        client = kube_api.api_client()
+        ctrl = Controller(client, config or make_config(), **kw).start()
+        started.append((ctrl, client))
+        assert ctrl.wait_synced(10), "controller caches did not sync"
+        return ctrl
+
+    yield start
+    for ctrl, client in started:
+        ctrl.stop()
+        client.close()
+
+
+@pytest.fixture
+def core(kube_api):
+    client = kube_api.api_client()
+    yield kubernetes.client.CoreV1Api(client)
+    client.close()
+
+
+@pytest.fixture
+def net(kube_api):
+    client = kube_api.api_client()
+    yield kubernetes.client.NetworkingV1Api(client)
+    client.close()
+
+
+def label(core, ns: str, value: str | None) -> None:
+    core.patch_namespace(ns, {"metadata": {"labels": {LABEL: value}}})
+
+
+# --- converging ---------------------------------------------------------------------------
+
+def test_labeling_a_namespace_creates_the_dns_allowance_before_the_default_deny(kube_api, start_controller, core):
+    kube_api.put_object(namespace("shop"))
+    start_controller()
+    label(core, "shop", "all")
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "both managed policies")
+
+    got = policies(kube_api, "shop")
+    for want in desired_policies("shop", "all", make_config()):
+        have = got[want["metadata"]["name"]]
+        assert have["spec"] == want["spec"]
+        assert have["metadata"]["labels"][MANAGED_BY_KEY] == "netpol-guard"
+    # The allowance was written first: resourceVersions are global and increasing.
+    assert int(got[ALLOW_DNS]["metadata"]["resourceVersion"]) < int(got[DEFAULT_DENY]["metadata"]["resourceVersion"])
+    creates = kube_api.requests("POST", NP + "$")
+    assert [r.status for r in creates] == [201, 201]
+
+    created = wait_until(lambda: events(kube_api, "shop", "IsolationCreated"), "an IsolationCreated event")
+    assert created[0]["involvedObject"]["kind"] == "Namespace"
+    assert created[0]["involvedObject"]["name"] == "shop"
+    assert created[0]["type"] == "Normal"
+    assert ALLOW_DNS in created[0]["message"] and DEFAULT_DENY in created[0]["message"]
+
+
+def test_a_namespace_created_with_the_label_gets_its_policies(kube_api, start_controller, core):
+    start_controller()
+    core.create_namespace({"metadata": {"name": "payments", "labels": {LABEL: "egress"}}})
+    wait_until(has_policies(kube_api, "payments", ALLOW_DNS, DEFAULT_DENY), "policies in the new namespace")
+    assert policies(kube_api, "payments")[DEFAULT_DENY]["spec"]["policyTypes"] == ["Egress"]
+
+
+def test_ingress_mode_creates_only_the_default_deny(kube_api, start_controller):
+    start_controller()
+    kube_api.put_object(namespace("web", "ingress"))
+    wait_until(has_policies(kube_api, "web", DEFAULT_DENY), "default-deny only")
+    assert policies(kube_api, "web")[DEFAULT_DENY]["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_a_deleted_managed_policy_is_restored_with_an_event(kube_api, start_controller, net):
+    kube_api.put_object(namespace("shop", "all"))
+    start_controller()
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
+    net.delete_namespaced_network_policy(DEFAULT_DENY, "shop")
+    wait_until(lambda: events(kube_api, "shop", "IsolationRestored"), "an IsolationRestored event")
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "default-deny restored")
+    restored = events(kube_api, "shop", "IsolationRestored")[0]
+    assert f"recreated {DEFAULT_DENY}" in restored["message"]
+    assert LABEL in restored["message"]  # says how to change isolation instead
+
+
+def test_a_hand_edit_of_a_managed_policy_is_reverted(kube_api, start_controller, net):
+    kube_api.put_object(namespace("shop", "all"))
+    start_controller()
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
+    live = net.read_namespaced_network_policy(DEFAULT_DENY, "shop")
+    live.spec.pod_selector = kubernetes.client.V1LabelSelector(match_labels={"app": "only-this"})
+    live.spec.policy_types = ["Ingress"]
+    net.replace_namespaced_network_policy(DEFAULT_DENY, "shop", live)
+    want = desired_policies("shop", "all", make_config())[1]["spec"]
+    wait_until(lambda: policies(kube_api, "shop")[DEFAULT_DENY]["spec"] == want, "the spec reverted")
+    assert f"reverted {DEFAULT_DENY}" in wait_until(
+        lambda: events(kube_api, "shop", "IsolationRestored"), "an event")[0]["message"]
+
+
+def test_removing_the_label_deletes_the_managed_policies(kube_api, start_controller, core):
+    kube_api.put_object(namespace("shop", "all"))
+    kube_api.put_object({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                         "metadata": {"name": "team-policy", "namespace": "shop"},
+                         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+    start_controller()
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY, "team-policy"), "policies")
+    label(core, "shop", None)
+    wait_until(has_policies(kube_api, "shop", "team-policy"), "managed policies gone, the team's kept")
+    removed = wait_until(lambda: events(kube_api, "shop", "IsolationRemoved"), "an IsolationRemoved event")
+    assert "label" in removed[0]["message"]
+
+
+def test_with_on_label_removed_keep_the_policies_stay(kube_api, start_controller, core):
+    kube_api.put_object(namespace("shop", "all"))
+    ctrl = start_controller(make_config(onLabelRemoved="keep"))
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
+    label(core, "shop", None)
+    wait_until(lambda: LABEL not in (ctrl.namespaces.get("shop")["metadata"].get("labels") or {}),
+               "the controller saw the label go")
+    settle(kube_api, ctrl)
+    assert set(policies(kube_api, "shop")) == {ALLOW_DNS, DEFAULT_DENY}
+    assert kube_api.requests("DELETE", NP) == []
+
+
+def test_changing_mode_from_all_to_ingress_drops_the_dns_allowance(kube_api, start_controller, core):
+    kube_api.put_object(namespace("shop", "all"))
+    start_controller()
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
+    label(core, "shop", "ingress")
+    wait_until(has_policies(kube_api, "shop", DEFAULT_DENY), "the DNS allowance removed")
+    wait_until(lambda: policies(kube_api, "shop")[DEFAULT_DENY]["spec"]["policyTypes"] == ["Ingress"],
+               "default-deny now ingress only")
+    updated = wait_until(lambda: events(kube_api, "shop", "IsolationUpdated"), "an IsolationUpdated event")
+    assert "ingress" in updated[0]["message"]
+
+
+# --- never touching what is not ours ----------------------------------------------------------
+
+def test_an_unmanaged_policy_with_the_managed_name_is_left_alone(kube_api, start_controller):
+    theirs = kube_api.put_object({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                  "metadata": {"name": DEFAULT_DENY, "namespace": "shop"},
+                                  "spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}})
+    kube_api.put_object(namespace("shop", "all"))
+    ctrl = start_controller()
+    wait_until(lambda: ALLOW_DNS in policies(kube_api, "shop"), "the DNS allowance")
+    taken = wait_until(lambda: events(kube_api, "shop", "PolicyNameTaken"), "a PolicyNameTaken event")
+    assert taken[0]["type"] == "Warning" and "not managed" in taken[0]["message"]
+    settle(kube_api, ctrl)
+    kube_api.reset_log()
+    settle(kube_api, ctrl)
+    assert policies(kube_api, "shop")[DEFAULT_DENY] == theirs  # same object, same resourceVersion
+    assert kube_api.writes() == 0, "resyncs must not retry the create or repeat the event"
+    assert len(events(kube_api, "shop", "PolicyNameTaken")) == 1
+
+
+def test_an_unknown_label_value_is_reported_and_nothing_is_created(kube_api, start_controller):
+    kube_api.put_object(namespace("shop", "everything"))
+    ctrl = start_controller()
+    warned = wait_until(lambda: events(kube_api, "shop", "InvalidIsolationLabel"), "an InvalidIsolationLabel event")
+    assert warned[0]["type"] == "Warning"
+    assert "all, ingress, egress" in warned[0]["message"]
+    settle(kube_api, ctrl)
+    assert policies(kube_api, "shop") == {}
+    assert len(events(kube_api, "shop")) == 1  # reported once, not every resync
+
+
+def test_a_terminating_namespace_is_left_alone(kube_api, start_controller):
+    kube_api.namespace_delete_delay = 60  # stays Terminating for the whole test
+    kube_api.put_object(namespace("leaving", "all"))
+    kube_api.delete_object("Namespace", None, "leaving")
+    assert kube_api.get_object("Namespace", None, "leaving")["status"]["phase"] == "Terminating"
+    kube_api.put_object(namespace("witness", "all"))
+    ctrl = start_controller()
+    wait_until(has_policies(kube_api, "witness", ALLOW_DNS, DEFAULT_DENY), "the witness converged")
+    settle(kube_api, ctrl)
+    assert policies(kube_api, "leaving") == {}
+    assert kube_api.writes("leaving") == 0
+
+
+# --- steady state ------------------------------------------------------------------------------
+
+def test_a_steady_state_makes_no_writes_even_when_someone_reapplies_the_same_objects(kube_api, start_controller):
+    for i in range(5):
+        kube_api.put_object(namespace(f"team-{i}", ("all", "ingress", "egress")[i % 3]))
+    ctrl = start_controller()
+    for i in range(5):
+        wait_until(lambda: DEFAULT_DENY in policies(kube_api, f"team-{i}"), f"team-{i} converged")
+    settle(kube_api, ctrl)
+    kube_api.reset_log()
+    settle(kube_api, ctrl, resyncs=3)
+    assert kube_api.writes() == 0
+
+    # A GitOps tool re-applies identical copies, then copies with its own tracking label.
+    for i in range(5):
+        for p in policies(kube_api, f"team-{i}").values():
+            kube_api.put_object(p)
+            tracked = {**p, "metadata": {**p["metadata"],
+                                         "labels": {**p["metadata"]["labels"], "argocd.argoproj.io/instance": "x"}}}
+            kube_api.put_object(tracked)
+    wait_until(lambda: all("argocd.argoproj.io/instance" in (ctrl.policies.get((f"team-{i}", DEFAULT_DENY))
+                                                             ["metadata"]["labels"]) for i in range(5)),
+               "the controller saw the re-applied objects")
+    settle(kube_api, ctrl)
+    assert kube_api.writes() == 0, [(r.method, r.path) for r in kube_api.requests() if r.is_write]
+
+
+# --- API failures ------------------------------------------------------------------------------
+
+def test_server_errors_on_create_are_retried_until_converged(kube_api, start_controller):
+    fault = kube_api.inject_failure("POST", NP + "$", status=500, count=3)
+    start_controller()
+    kube_api.put_object(namespace("shop", "all"))
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies despite 500s")
+    assert fault.hits == 3
+
+
+def test_a_conflict_on_update_is_reread_and_retried(kube_api, start_controller, net):
+    kube_api.put_object(namespace("shop", "all"))
+    ctrl = start_controller()
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
+    fault = kube_api.inject_failure("PUT", NP + "/" + DEFAULT_DENY, status=409, count=1)
+    edited = policies(kube_api, "shop")[DEFAULT_DENY]
+    edited["spec"]["policyTypes"] = ["Ingress"]
+    kube_api.put_object(edited)  # the hand edit (direct, so the injected 409 is the controller's)
+    wait_until(lambda: policies(kube_api, "shop")[DEFAULT_DENY]["spec"]["policyTypes"] == ["Ingress", "Egress"],
+               "reverted after a conflict")
+    assert fault.hits == 1 and ctrl.stats.conflicts >= 1
+
+
+def test_dropped_watches_an_outage_and_compaction_still_converge(kube_api, start_controller):
+    kube_api.put_object(namespace("one", "all"))
+    start_controller()
+    wait_until(has_policies(kube_api, "one", ALLOW_DNS, DEFAULT_DENY), "first namespace")
+
+    kube_api.drop_watches(abrupt=True)
+    kube_api.put_object(namespace("two", "ingress"))
+    wait_until(has_policies(kube_api, "two", DEFAULT_DENY), "after dropped watches")
+
+    with kube_api.outage():
+        kube_api.put_object(namespace("three", "egress"))  # missed by every watch
+        kube_api.delete_object("NetworkPolicy", "one", DEFAULT_DENY)
+        kube_api.compact()  # and the history is gone: the controller must relist
+    wait_until(has_policies(kube_api, "three", ALLOW_DNS, DEFAULT_DENY), "after the outage")
+    wait_until(has_policies(kube_api, "one", ALLOW_DNS, DEFAULT_DENY), "the deletion during the outage healed")
+
+
+def test_a_missed_event_is_healed_by_the_periodic_resync(kube_api, start_controller):
+    kube_api.put_object(namespace("shop", "all"))
+    ctrl = start_controller()
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
+    # Make the watch deliver nothing: the deletion below reaches the controller only by relisting.
+    ctrl.policies._on_change = lambda *a: None  # noqa: SLF001 - stands in for a lost event
+    kube_api.delete_object("NetworkPolicy", "shop", DEFAULT_DENY)
+    wait_until(lambda: ctrl.policies.get(("shop", DEFAULT_DENY)) is None, "the cache saw the deletion")
+    ctrl.policies._on_change = ctrl._policy_changed  # noqa: SLF001
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "restored by resync")
+
+
+# --- one writer ----------------------------------------------------------------------------------
+
+def test_two_controllers_exactly_one_writes_and_the_other_takes_over(kube_api):
+    config = make_config()
+    kube_api.put_object(namespace("netpol-guard"))
+    clients, running = [], {}
+    for who in ("a", "b"):
+        client = kube_api.api_client()
+        clients.append(client)
+        elector = LeaderElector(client, "netpol-guard", "netpol-guard-leader", who,
+                                lease_duration=3, renew_deadline=2.0, retry_period=0.2)
+        running[who] = run_in_background(config, client, elector=elector, field_manager=f"netpol-guard-{who}",
+                                         resync_seconds=0.5, workers=2)
+    try:
+        leader = wait_until(lambda: [w for w, r in running.items() if r.elector.is_leader()], "a leader")
+        assert len(leader) == 1
+        first = leader[0]
+        other = "b" if first == "a" else "a"
+        owners = lambda: {r.query.get("fieldManager") for r in kube_api.requests("POST", NP + "$")}  # noqa: E731
+
+        kube_api.put_object(namespace("shop", "all"))
+        wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies from the leader")
+        assert owners() == {f"netpol-guard-{first}"}
+        assert running[other].controller.stats.writes == 0
+
+        running[first].stop()  # graceful: no write in flight after this...
+        running[first].elector.stop(release=True)  # ...then the Lease is handed back
+        wait_until(running[other].elector.is_leader, "the standby takes over")
+        kube_api.put_object(namespace("billing", "ingress"))
+        wait_until(has_policies(kube_api, "billing", DEFAULT_DENY), "policies from the new leader")
+        assert owners() == {f"netpol-guard-{first}", f"netpol-guard-{other}"}
+        lease = kube_api.get_object("Lease", "netpol-guard", "netpol-guard-leader")
+        assert lease["spec"]["holderIdentity"] == other
+        assert lease["spec"]["leaseTransitions"] >= 1
+    finally:
+        for r in running.values():
+            r.stop()
+            r.elector.stop()
+        for c in clients:
+            c.close()
