@@ -131,3 +131,12 @@ def test_help_and_console_script():
         pytest.skip("console script not installed")
     assert proc.returncode == 0
     assert "--map FILE" in proc.stdout and "connectivity-tests.sh" in proc.stdout
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [{"b": [1, [2, 3]], "c": {}}, "x", []], "d": {"e": "true", "f": "10.0.0.0/8", "g": "::/0"}},
+    {"yes": "no", "k": "it's \"quoted\" – ünïcode", "n": "0x1F", "t": "2001-12-14", "e": "", "m": "a: b"},
+])
+def test_yaml_writer_round_trips(value):
+    from webhook.generate.render import to_yaml
+    assert yaml.safe_load(to_yaml(value)) == value

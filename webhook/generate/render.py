@@ -1,10 +1,10 @@
 """Turning generated policies into text: one file each, a kustomization, or one stream."""
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterable
-
-import yaml
+import re
+from typing import Any, Iterable
 
 from webhook.generate.policies import GeneratedPolicy
 
@@ -17,8 +17,65 @@ def header(map_file: str) -> str:
             "edit the map and generate again rather than editing this file.\n")
 
 
+# --- a small block-style YAML writer -----------------------------------------------------------
+# PyYAML's pure-Python emitter spent more time writing a large set than the proof spent
+# checking it, and its C emitter is not everywhere. Generated policies hold only mappings,
+# lists, strings and integers, so this writer is short, fast and byte-for-byte the same on
+# every machine. Strings are plain only when YAML cannot read them as anything else;
+# otherwise they are JSON-quoted (a JSON string is a valid YAML string).
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*$")
+_RESERVED = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if v is None:
+        return "null"
+    s = str(v)
+    if _PLAIN.match(s) and s.lower() not in _RESERVED:
+        return s
+    return json.dumps(s)
+
+
+def _inline(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{}" if not v else ""
+    if isinstance(v, list):
+        return "[]" if not v else ""
+    return _scalar(v)
+
+
+def _block(v: Any, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if isinstance(x, (dict, list)) and x:
+                out.append(f"{pad}{_scalar(k)}:")
+                _block(x, indent if isinstance(x, list) else indent + 2, out)  # lists sit under their key
+            else:
+                out.append(f"{pad}{_scalar(k)}: {_inline(x)}")
+        return
+    for x in v:
+        if isinstance(x, (dict, list)) and x:
+            sub: list[str] = []
+            _block(x, indent + 2, sub)
+            sub[0] = f"{pad}- {sub[0][indent + 2:]}"
+            out.extend(sub)
+        else:
+            out.append(f"{pad}- {_inline(x)}")
+
+
+def to_yaml(obj: dict) -> str:
+    out: list[str] = []
+    _block(obj, 0, out)
+    return "\n".join(out) + "\n"
+
+
 def policy_yaml(p: GeneratedPolicy) -> str:
-    return yaml.safe_dump(p.obj, sort_keys=False, default_flow_style=False, width=120)
+    return to_yaml(p.obj)
 
 
 def stream(policies: Iterable[GeneratedPolicy], map_file: str) -> str:
@@ -30,7 +87,7 @@ def stream(policies: Iterable[GeneratedPolicy], map_file: str) -> str:
 def kustomization(policies: Iterable[GeneratedPolicy], map_file: str) -> str:
     body = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [p.file for p in policies]}
-    return header(map_file) + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+    return header(map_file) + to_yaml(body)
 
 
 def files(policies: list[GeneratedPolicy], map_file: str, script: str) -> dict[str, str]:
