@@ -35,6 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
+# The CA's private key, kept only in the self-managed Secret (the chart does not mount it
+# into the pods): the elected replica needs it to re-issue the serving certificate.
+CA_KEY_FILE = "ca.key"
 DEFAULT_CA_COMMON_NAME = "netpol-guard-ca"
 DEFAULT_SERVING_DAYS = 365
 DEFAULT_CA_DAYS = 3650
@@ -285,6 +288,11 @@ def public_keys_match(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -
     return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
 
 
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint, hex: how logs and the replica check name a certificate."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
 def is_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     """Whether ca_cert's key signed cert (signature check only; no expiry or name checks)."""
     if cert.issuer != ca_cert.subject:
@@ -395,3 +403,18 @@ def read_bundle(directory: str) -> TLSBundle:
         except OSError as exc:
             raise CertificateError(f"{path}: cannot read: {exc.strerror}") from None
     return TLSBundle.from_pem(data[CA_FILE], data[CERT_FILE], data[KEY_FILE])
+
+
+def certificate_file_seconds_remaining(path: str, now: dt.datetime | None = None) -> float | None:
+    """Seconds until the (first) certificate in a PEM file expires, negative once expired;
+    None when the file is missing or not a certificate.
+
+    For the expiry gauge on /metrics: pass the --cert file the server serves. A scrape
+    must never fail because the file is mid-rotation, hence None instead of an error.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return seconds_until_expiry(load_cert_pem(data, what=path), now)
+    except (OSError, CertificateError):
+        return None
