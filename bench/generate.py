@@ -1,6 +1,7 @@
 """Benchmark: `netpol-guard generate` (parse, generate, proof, script) on a large map.
 
     python -m bench.generate [--workloads 200] [--flows 1000] [--repeat 3]
+    python -m bench            # every benchmark, this one included
 
 Builds a deterministic map (10 namespaces; every workload declares a named http port and
 a metrics port; flows pick random source/destination pairs with a fixed seed; a few
@@ -10,6 +11,8 @@ directory, and prints the wall time of each phase (best of --repeat).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import random
 import tempfile
 import time
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(text)
 
         def command() -> int:
-            return cli_main(["generate", "--map", path, "--out", f"{tmp}/out"])
+            with contextlib.redirect_stdout(io.StringIO()):  # the command's own summary
+                return cli_main(["generate", "--map", path, "--out", f"{tmp}/out"])
         t_cmd, rc = _best(command, args.repeat)
     print(f"generate benchmark: {args.workloads} workloads, {len(cmap.flows)} flows, "
           f"{len(cmap.egress)} external egress, {len(cmap.ingress)} external ingress entries")
