@@ -324,6 +324,7 @@ class _CrossNamespace:
         self.with_pods: set[str] = set()
         self._ports: dict[object, set[str]] | None = None
         self._services: dict[str, list[Service]] | None = None
+        self._service_ports: dict[tuple[int, str], set[str]] | None = None
         for ns, idx in view._pod_index.items():
             if not idx.all:
                 continue
@@ -370,6 +371,15 @@ class _CrossNamespace:
                 out[ns].append(svc)
             self._services = out
         return self._services
+
+    def service_ports(self, view: ClusterView) -> dict[tuple[int, str], set[str]]:
+        if self._service_ports is None:
+            out: dict[tuple[int, str], set[str]] = defaultdict(set)
+            for (ns, _), svc in view._services.items():
+                for sp in svc.ports:
+                    out[(sp.port, sp.protocol)].add(ns)
+            self._service_ports = out
+        return self._service_ports
 
 
 def _cross(view: ClusterView) -> _CrossNamespace:
@@ -418,3 +428,9 @@ def services_in(view: ClusterView, namespace: str) -> list[Service]:
     """The Services of one namespace, without walking every Service in the cluster."""
     with view.lock:
         return list(_cross(view).services(view).get(namespace, ()))
+
+
+def namespaces_with_service_port(view: ClusterView, port: int, protocol: str) -> set[str]:
+    """Namespaces where some Service exposes `port`/`protocol`."""
+    with view.lock:
+        return set(_cross(view).service_ports(view).get((port, protocol), ()))

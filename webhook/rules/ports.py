@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from webhook.cluster.objects import ContainerPort, Pod, Service
-from webhook.cluster.view import namespaces_declaring_port, namespaces_with_pods, services_in
+from webhook.cluster.view import (namespaces_declaring_port, namespaces_with_pods, namespaces_with_service_port,
+                                  services_in)
 from webhook.policy.model import EGRESS, INGRESS, NetworkPolicy, PortSpec, Rule
 from webhook.policy.selectors import EVERYTHING, LabelSelector
 from webhook.rules.base import Example, Hit, rule
@@ -64,10 +65,12 @@ def destinations(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[list[
     return out
 
 
-def _namespaces_in_scope(ctx: Context, policy: NetworkPolicy, scope: Scope, among: set[str]) -> list[str]:
-    """The namespaces of `among` that the scope covers, walking the smaller of the two sets."""
+def _namespaces_in_scope(ctx: Context, policy: NetworkPolicy, scope: Scope, among: set[str],
+                         ordered: bool = True) -> list[str]:
+    """The namespaces of `among` that the scope covers, walking the smaller of the two sets.
+    Sorted when the caller names what it finds; a yes/no question skips the sort."""
     if scope.anywhere:
-        return sorted(among)
+        return sorted(among) if ordered else list(among)
     if scope.ns_selector is None:
         return [policy.namespace] if policy.namespace in among else []
     if len(among) <= SAMPLE_NAMESPACES * 4:
@@ -76,17 +79,22 @@ def _namespaces_in_scope(ctx: Context, policy: NetworkPolicy, scope: Scope, amon
 
 
 def declaring_pod(ctx: Context, policy: NetworkPolicy, scopes: list[Scope], port: int | str,
-                  accept: Callable[[ContainerPort], bool]) -> Optional[Pod]:
+                  accept: Callable[[ContainerPort], bool], ordered: bool = False) -> Optional[Pod]:
     """A destination pod (one per label class) with a container port `accept`s, found through
-    the index of namespaces that declare that port number or name at all."""
+    the index of namespaces that declare that port number or name at all. `ordered` makes the
+    pod found the same on every run (for messages); existence checks leave it off."""
     among = namespaces_declaring_port(ctx.view, port)
     if not among:
         return None
     for scope in scopes:
-        for ns in _namespaces_in_scope(ctx, policy, scope, among):
-            for pod in ctx.view.pod_label_classes(ns, scope.pod_selector):
-                if any(accept(cp) for cp in pod.ports):
-                    return pod
+        for ns in _namespaces_in_scope(ctx, policy, scope, among, ordered):
+            # Pods of one workload share their ports: the first few selected pods usually
+            # answer; only a miss pays for every label class of the namespace.
+            for query in (lambda: ctx.view.select_pods(ns, scope.pod_selector, limit=8),
+                          lambda: ctx.view.pod_label_classes(ns, scope.pod_selector)):
+                for pod in query():
+                    if any(accept(cp) for cp in pod.ports):
+                        return pod
     return None
 
 
@@ -207,7 +215,7 @@ def named_port_unknown(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
             name, proto = spec.port, spec.protocol
             if declaring_pod(ctx, policy, scopes, name, lambda cp: cp.name == name and cp.protocol == proto):
                 continue
-            other = declaring_pod(ctx, policy, scopes, name, lambda cp: cp.name == name)
+            other = declaring_pod(ctx, policy, scopes, name, lambda cp: cp.name == name, ordered=True)
             sample = sample_pods(ctx, policy, scopes)
             where = f"{_who(r)}" + (f" ({_refs(sample)})" if sample else "")
             if other is not None:
@@ -241,18 +249,25 @@ def _target_port(svc_target: int | str, protocol: str, pods: list[Pod]) -> Optio
     return None
 
 
-def _services_for(ctx: Context, pods: list[Pod]) -> list[tuple[Service, list[Pod]]]:
-    """Services (with a selector) in the pods' namespaces, each with the pods it selects."""
-    out = []
-    for ns in sorted({p.namespace for p in pods}):
-        for svc in services_in(ctx.view, ns):
-            if not svc.selector:
-                continue  # endpoints managed by hand: we cannot tell its pods
-            backing = [p for p in pods if p.namespace == ns and
-                       all(p.labels.get(k) == v for k, v in svc.selector.items())]
-            if backing:
-                out.append((svc, backing))
-    return sorted(out, key=lambda t: t[0].key)
+def _backing_services(ctx: Context, policy: NetworkPolicy, scopes: list[Scope], port: int,
+                      protocol: str) -> Iterator[tuple[Service, list[Pod]]]:
+    """Services exposing `port`/`protocol` whose selected pods are destinations of the rule, each
+    with a few of those pods. Starts from the namespaces where such a Service exists at all."""
+    among = namespaces_with_service_port(ctx.view, port, protocol)
+    if not among:
+        return
+    for scope in scopes:
+        for ns in _namespaces_in_scope(ctx, policy, scope, among)[:SAMPLE_NAMESPACES]:
+            for svc in sorted(services_in(ctx.view, ns), key=lambda x: x.name):
+                if not svc.selector or not any(p.port == port and p.protocol == protocol for p in svc.ports):
+                    continue  # no selector: endpoints managed by hand, we cannot tell its pods
+                both = LabelSelector(tuple(sorted({**dict(scope.pod_selector.match_labels),
+                                                   **svc.selector}.items())), scope.pod_selector.expressions)
+                if any(svc.selector.get(k, v) != v for k, v in scope.pod_selector.match_labels):
+                    continue  # the Service and the rule want different values of one label
+                backing = ctx.view.select_pods(ns, both, limit=SHOWN)
+                if backing:
+                    yield svc, backing
 
 
 def _rule_covers(r: Rule, port: int, protocol: str, name: Optional[str]) -> bool:
@@ -318,19 +333,13 @@ def service_port_not_target_port(policy: NetworkPolicy, ctx: Context) -> Iterato
         numeric = [s for s in r.ports if isinstance(s.port, int) and s.end_port is None]
         if not numeric:
             continue
-        scopes = destinations(ctx, policy, r)
+        scopes = [sc for sc in destinations(ctx, policy, r) or () if not sc.anywhere]
         if not scopes:
-            continue
-        pods = sample_pods(ctx, policy, scopes)
-        if not pods:
-            continue
-        services = _services_for(ctx, pods)
+            continue  # ipBlocks, everyone, or namespaces we cannot see
         for spec in numeric:
             port, proto = spec.port, spec.protocol
-            for svc, backing in services:
-                sp = next((p for p in svc.ports if p.port == port and p.protocol == proto), None)
-                if sp is None:
-                    continue
+            for svc, backing in _backing_services(ctx, policy, scopes, port, proto):
+                sp = next(p for p in svc.ports if p.port == port and p.protocol == proto)
                 target = _target_port(sp.target_port, proto, backing)
                 if target is None or target == port:
                     continue
@@ -427,7 +436,7 @@ def port_protocol_mismatch(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]
                 continue  # the rule already allows another protocol on this port
             if declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port and cp.protocol == proto):
                 continue
-            other = declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port)
+            other = declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port, ordered=True)
             if other is None:
                 continue  # nobody declares the port: declarations are optional, so say nothing
             protos = sorted({cp.protocol for cp in other.ports if cp.port == port})

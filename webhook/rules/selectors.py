@@ -7,11 +7,12 @@ checks cost the same in a cluster of 20 namespaces or 2,000.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from webhook.cluster.objects import NAME_LABEL
-from webhook.cluster.view import namespaces_with_pods
+from webhook.cluster.view import ClusterView, namespaces_with_pods
 from webhook.policy.model import EGRESS, INGRESS, NetworkPolicy, Peer, Rule
 from webhook.policy.selectors import LabelSelector, Requirement
 from webhook.rules.base import Example, Hit, rule
@@ -27,6 +28,22 @@ SHOWN = 3  # namespaces named in a message before "and N more"
 
 
 # --- shared helpers ------------------------------------------------------------------------
+
+_MEMO: "weakref.WeakKeyDictionary[ClusterView, tuple[int, dict]]" = weakref.WeakKeyDictionary()
+
+
+def view_memo(view: ClusterView, key: tuple, compute: Callable[[], Any]) -> Any:
+    """A fact derived from the view, computed once per view generation: suggestions over
+    thousands of namespaces are worth computing once per batch, not once per policy."""
+    entry = _MEMO.get(view)
+    if entry is None or entry[0] != view.generation:
+        entry = (view.generation, {})
+        _MEMO[view] = entry
+    store = entry[1]
+    if key not in store:
+        store[key] = compute()
+    return store[key]
+
 
 def _rules(policy: NetworkPolicy) -> Iterator[Rule]:
     for direction in (INGRESS, EGRESS):
@@ -89,7 +106,8 @@ Special = Callable[[str, tuple[str, ...]], Optional[tuple[str, str, tuple[str, .
 
 
 def _diagnose(sel: LabelSelector, noun: str, keys: set[str], values: Callable[[str], set[str]],
-              special: Optional[Special] = None) -> Diagnosis:
+              special: Optional[Special] = None,
+              close_value: Optional[Callable[[str, str], list[str]]] = None) -> Diagnosis:
     reasons: list[str] = []
     fixable = True
     changed = False
@@ -123,7 +141,7 @@ def _diagnose(sel: LabelSelector, noun: str, keys: set[str], values: Callable[[s
             if v in known_values:
                 out.append(v)
                 continue
-            close = Context.closest(v, known_values)
+            close = close_value(k, v) if close_value else Context.closest(v, known_values)
             if close:
                 reasons.append(f"no {noun} has `{k}={v}` (did you mean `{close[0]}`?)")
                 out.append(close[0])
@@ -168,14 +186,20 @@ def _diagnose(sel: LabelSelector, noun: str, keys: set[str], values: Callable[[s
 
 def diagnose_namespace_selector(ctx: Context, sel: LabelSelector) -> Diagnosis:
     view = ctx.view
-    keys = view.namespace_label_keys()
+    keys = view_memo(view, ("ns-keys",), view.namespace_label_keys)
+
+    def values(k: str) -> set[str]:
+        return view_memo(view, ("ns-values", k), lambda: view.namespace_label_values(k))
+
+    def close_value(k: str, v: str) -> list[str]:
+        return view_memo(view, ("ns-close", k, v), lambda: Context.closest(v, values(k)))
 
     def special(k: str, vs: tuple[str, ...]):
         # `name: monitoring` (a label nobody set) or `team: monitoring` (a namespace's name
         # used as another label's value): the namespace is meant by its name.
         named = [v for v in vs if view.namespace(v) is not None]
         if k not in keys:
-            close_names = [c for v in vs for c in Context.closest(v, _namespace_names(ctx))]
+            close_names = [c for v in vs for c in close_value(NAME_LABEL, v)]
             target = tuple(named) or (tuple(close_names) if k in NAME_LIKE_KEYS else ())
             if not target:
                 return None
@@ -186,11 +210,7 @@ def diagnose_namespace_selector(ctx: Context, sel: LabelSelector) -> Diagnosis:
                     f"select it by name with `{NAME_LABEL}: {named[0]}`", NAME_LABEL, tuple(named))
         return None
 
-    return _diagnose(sel, "namespace", keys, view.namespace_label_values, special)
-
-
-def _namespace_names(ctx: Context) -> set[str]:
-    return ctx.view.namespace_label_values(NAME_LABEL)
+    return _diagnose(sel, "namespace", keys, values, special, close_value)
 
 
 def diagnose_pod_selector(ctx: Context, sel: LabelSelector, namespaces: Iterable[str]) -> Diagnosis:
