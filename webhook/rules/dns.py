@@ -425,8 +425,8 @@ def dns_egress_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
     hint = " (a port without `protocol` is TCP; DNS needs UDP)" if _tcp_only_port_53(policy) else ""
     yield Hit(
         "spec.egress",
-        f"{_who(gaps)}: egress is isolated by {_isolated_by(gaps)} and no rule of theirs allows "
-        f"UDP 53 to {_target_text(ctx)}{hint}; name lookups will fail. Add this egress rule",
+        f"{_who(gaps)} cannot resolve names: egress is isolated by {_isolated_by(gaps)} and no rule "
+        f"of theirs allows UDP 53 to {_target_text(ctx)}{hint}; add this egress rule",
         _analysis(ctx).fix_snippet(),
     )
 
