@@ -301,6 +301,29 @@ def test_namespace_only_peer_is_too_broad_and_fix_names_the_dns_pods():
     assert yaml.safe_load(found[0].fix) == dns_egress_rule_default()["to"][0]
 
 
+def test_empty_pod_selector_and_wider_namespace_selectors_are_too_broad():
+    empty_pods = policy(egress="""
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {}
+    ports: [{port: dns, protocol: UDP}, {port: dns-tcp, protocol: TCP}]""")
+    found = dns_findings(empty_pods + CLUSTER)
+    assert rules_of(found) == ["dns-scope-too-broad"] and "every pod of kube-system" in found[0].message
+    everywhere = policy(egress="""
+  - to: [{namespaceSelector: {}}]
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]""")
+    assert "every pod of every namespace" in dns_findings(everywhere + CLUSTER)[0].message
+
+
+def test_rules_that_are_not_about_dns_are_not_dns_scope_findings():
+    # All ports to every pod of the cluster: broad, but not a DNS rule.
+    all_pods = policy(egress="\n  - to: [{namespaceSelector: {}}]")
+    assert dns_findings(all_pods + CLUSTER) == []
+    # A wide range without `to` is allow-all-peers' business, not a DNS rule.
+    wide = policy(egress="\n  - ports: [{port: 1, endPort: 65535, protocol: UDP}, {port: 1, endPort: 65535}]")
+    assert rules_of(dns_findings(wide + CLUSTER)) == []
+
+
 def test_port_53_to_every_destination_is_too_broad():
     found = dns_findings(policy(egress="\n  - ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]")
                          + CLUSTER)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
-from webhook.cluster.objects import Pod
+from webhook.cluster.objects import NAME_LABEL, Pod
 from webhook.policy.engine import Endpoint
 from webhook.policy.model import EGRESS, NetworkPolicy, Rule
 from webhook.policy.selectors import LabelSelector
@@ -504,8 +504,8 @@ def _specific_dns_port(r: Rule, an: _DnsAnalysis) -> bool:
     summary="Port 53 is allowed to every pod of the DNS namespace or to every destination, not just the DNS pods.",
     rationale="""
 A DNS rule needs the DNS pods and nothing else. A `namespaceSelector` for kube-system
-without a `podSelector` also opens port 53 to every other pod there (and all ports when the
-rule has none); a port 53 rule without `to` lets pods query any resolver on the internet,
+without a `podSelector` (or with `podSelector: {}`) also opens port 53 to every other pod
+there; a port 53 rule without `to` lets pods query any resolver on the internet,
 which bypasses cluster DNS policy and is a classic exfiltration channel. Name the DNS pods
 with a `podSelector` in the same peer.
 """,
@@ -544,26 +544,33 @@ def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
     an = _analysis(ctx)
     engine = ctx.engine
     dns_peer = dns_fix_rule(ctx)["to"][0]
+    dns_eps = [Endpoint.of_pod(p) for p in an.dns_pods]
     for r in policy.rules_for(EGRESS):
-        dns_eps = [Endpoint.of_pod(p) for p in an.dns_pods]
+        # Only rules written for DNS (port 53 or a DNS port name); a rule opening all ports
+        # to a namespace is about something else (allow-all-peers covers "everywhere").
+        if not r.ports or not _specific_dns_port(r, an):
+            continue
         if not any(engine.rule_allows(policy, r, ep, DNS_PORT, proto, ep)
                    for ep in dns_eps for proto in (UDP, TCP)):
             continue
         if r.all_peers:
-            if r.ports and _specific_dns_port(r, an):
-                yield Hit(r.path,
-                          "port 53 is allowed to every destination (no `to`), outside the cluster too; "
-                          "pods may query any resolver. Limit it to the DNS pods",
-                          an.rendered("to", {"to": dns_fix_rule(ctx)["to"]}))
+            yield Hit(r.path,
+                      "port 53 is allowed to every destination (no `to`), outside the cluster too; "
+                      "pods may query any resolver. Limit it to the DNS pods",
+                      an.rendered("to", {"to": dns_fix_rule(ctx)["to"]}))
             continue
         for peer in r.peers:
             if peer.namespace_selector is None or not (peer.pod_selector is None or peer.pod_selector.is_empty):
                 continue
             if not any(engine.peer_matches(policy, peer, ep) for ep in dns_eps):
                 continue
-            what = "port 53" if r.ports else "every port"
-            scope = ("every pod of every namespace" if peer.namespace_selector.is_empty
-                     else f"every pod of {ctx.config.dns.namespace}")
+            dns_ns = ctx.config.dns.namespace
+            if peer.namespace_selector.is_empty:
+                scope = "every pod of every namespace"
+            elif peer.namespace_selector.match_labels == ((NAME_LABEL, dns_ns),) and not peer.namespace_selector.expressions:
+                scope = f"every pod of {dns_ns}"
+            else:
+                scope = f"every pod of the namespaces it selects ({dns_ns} among them)"
             yield Hit(f"{r.path}.to[{peer.index}]",
-                      f"{what} is allowed to {scope}, not only the DNS pods; add a podSelector to this peer",
+                      f"port 53 is allowed to {scope}, not only the DNS pods; add a podSelector to this peer",
                       an.rendered("peer", dns_peer))
