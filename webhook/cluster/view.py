@@ -311,6 +311,8 @@ def build_view(namespaces: Iterable[Namespace] = (), pods: Iterable[Pod] = (),
 
 
 # --- cross-namespace lookups (appended for the selector and ports rules) ------------------
+from collections.abc import Set as AbstractSet  # noqa: E402
+
 # The per-namespace pod indexes answer "which pods here"; some checks ask "in which
 # namespaces" (a peer written in the wrong namespace, a named port declared anywhere). These
 # summaries are derived from the indexes once per view generation - from label pairs, not
@@ -418,10 +420,12 @@ def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: 
         return out
 
 
-def namespaces_declaring_port(view: ClusterView, port: int | str) -> set[str]:
-    """Namespaces where some pod or template declares a container port of that number or name."""
+def namespaces_declaring_port(view: ClusterView, port: int | str) -> AbstractSet[str]:
+    """Namespaces where some pod or template declares a container port of that number or name.
+    Read-only: the summary's own set (copying thousands of names per question would cost more
+    than the question)."""
     with view.lock:
-        return set(_cross(view).ports(view).get(port, ()))
+        return _cross(view).ports(view).get(port, frozenset())
 
 
 def services_in(view: ClusterView, namespace: str) -> list[Service]:
@@ -430,7 +434,7 @@ def services_in(view: ClusterView, namespace: str) -> list[Service]:
         return list(_cross(view).services(view).get(namespace, ()))
 
 
-def namespaces_with_service_port(view: ClusterView, port: int, protocol: str) -> set[str]:
-    """Namespaces where some Service exposes `port`/`protocol`."""
+def namespaces_with_service_port(view: ClusterView, port: int, protocol: str) -> AbstractSet[str]:
+    """Namespaces where some Service exposes `port`/`protocol` (read-only)."""
     with view.lock:
-        return set(_cross(view).service_ports(view).get((port, protocol), ()))
+        return _cross(view).service_ports(view).get((port, protocol), frozenset())

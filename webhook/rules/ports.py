@@ -8,8 +8,9 @@ summary in cluster/view.py, never over every pod of the cluster.
 """
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from webhook.cluster.objects import ContainerPort, Pod, Service
 from webhook.cluster.view import (namespaces_declaring_port, namespaces_with_pods, namespaces_with_service_port,
@@ -65,12 +66,12 @@ def destinations(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[list[
     return out
 
 
-def _namespaces_in_scope(ctx: Context, policy: NetworkPolicy, scope: Scope, among: set[str],
-                         ordered: bool = True) -> list[str]:
+def _namespaces_in_scope(ctx: Context, policy: NetworkPolicy, scope: Scope, among: AbstractSet[str],
+                         ordered: bool = True) -> Iterable[str]:
     """The namespaces of `among` that the scope covers, walking the smaller of the two sets.
     Sorted when the caller names what it finds; a yes/no question skips the sort."""
     if scope.anywhere:
-        return sorted(among) if ordered else list(among)
+        return sorted(among) if ordered else among
     if scope.ns_selector is None:
         return [policy.namespace] if policy.namespace in among else []
     if len(among) <= SAMPLE_NAMESPACES * 4:
@@ -257,7 +258,7 @@ def _backing_services(ctx: Context, policy: NetworkPolicy, scopes: list[Scope], 
     if not among:
         return
     for scope in scopes:
-        for ns in _namespaces_in_scope(ctx, policy, scope, among)[:SAMPLE_NAMESPACES]:
+        for ns in list(_namespaces_in_scope(ctx, policy, scope, among))[:SAMPLE_NAMESPACES]:
             for svc in sorted(services_in(ctx.view, ns), key=lambda x: x.name):
                 if not svc.selector or not any(p.port == port and p.protocol == protocol for p in svc.ports):
                     continue  # no selector: endpoints managed by hand, we cannot tell its pods
