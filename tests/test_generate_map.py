@@ -259,3 +259,36 @@ def test_schema_and_parser_both_reject(bad):
     assert list(jsonschema.Draft202012Validator(_schema()).iter_errors(bad))
     with pytest.raises(MapError):
         parse_map(yaml.safe_dump(bad), "m")
+
+
+def test_entries_no_generated_policy_would_carry_are_errors():
+    text = "\n".join(errors_of("""\
+namespaces:
+  - {name: edge, managed: false}
+  - shop
+workloads:
+  - {name: lb, namespace: edge, labels: {app: lb}, ports: [443]}
+  - {name: lb2, namespace: edge, labels: {app: lb2}, ports: [443]}
+  - {name: web, namespace: shop, labels: {app: web}, ports: [443]}
+flows:
+  - {from: lb, to: lb2, ports: [443]}
+ingress:
+  - {from: [192.0.2.0/24], to: lb, ports: [443]}
+egress:
+  - {from: lb, to: [192.0.2.0/24], ports: [443]}
+"""))
+    assert "map.yaml:9: flows[0]: neither side is in a managed namespace (edge, edge)" in text
+    assert "map.yaml:11: ingress[0].to: namespace edge is not managed" in text
+    assert "map.yaml:13: egress[0].from: namespace edge is not managed" in text
+
+
+def test_star_from_an_unmanaged_namespace_covers_only_managed_destinations():
+    cmap = parse_map("""\
+namespaces: [{name: edge, managed: false}, shop]
+workloads:
+  - {name: lb, namespace: edge, labels: {app: lb}, ports: [443]}
+  - {name: web, namespace: shop, labels: {app: web}, ports: [443]}
+flows:
+  - {from: {namespace: edge}, to: "*", ports: [443]}
+""", "m")
+    assert [f.destination.key for f in cmap.flows] == ["shop/web"]

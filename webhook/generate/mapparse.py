@@ -384,6 +384,7 @@ class _Resolver:
     def __init__(self, r: _Reader, namespaces: list[NamespaceSpec], workloads: list[Workload]):
         self.r = r
         self.namespaces = {n.name for n in namespaces}
+        self.managed = {n.name for n in namespaces if n.managed}
         self.by_key = {w.key: w for w in workloads}
         self.by_name: dict[str, list[Workload]] = {}
         for w in workloads:
@@ -517,6 +518,13 @@ def _flow(r: _Reader, res: _Resolver, item: Any, path: str) -> list[Flow]:
     ports = r.list_of(m["ports"], f"{path}.ports", "ports", allow_empty=False)
     if source is None or not ports:
         return []
+    if source.namespace not in res.managed:
+        ours = [d for d in dests if d.namespace in res.managed]
+        if not ours and dests and m["to"] != EVERY_WORKLOAD:
+            r.problem(path, f"neither side is in a managed namespace ({source.namespace}, {dests[0].namespace}): "
+                            "no policy would carry this flow; set managed: true on one of them or drop it")
+            return []
+        dests = ours  # "*" from an unmanaged namespace: only the destinations generate can protect
     out = []
     for d in dests:
         resolved = _ports_for(r, ports, f"{path}.ports", d)
@@ -534,6 +542,11 @@ def _ingress(r: _Reader, res: _Resolver, item: Any, path: str) -> list[ExternalI
     sources = tuple(t for j, c in enumerate(cidrs) if (t := _target(r, c, f"{path}.from[{j}]", None, egress=False)))
     ports = r.list_of(m["ports"], f"{path}.ports", "ports", allow_empty=False)
     if not sources or not ports:
+        return []
+    unmanaged = sorted({d.namespace for d in dests if d.namespace not in res.managed})
+    if unmanaged:
+        r.problem(f"{path}.to", f"namespace {', '.join(unmanaged)} is not managed: no policy would carry this "
+                                "ingress; set managed: true or drop it")
         return []
     note = _note(r, m, path)
     return [ExternalIngress(d, sources, rp, r.line(path), note) for d in dests
@@ -569,6 +582,10 @@ def _egress(r: _Reader, res: _Resolver, endpoints: dict[str, tuple[Target, ...]]
         if np_ not in ports:
             ports.append(np_)
     if source is None or not targets or not ports:
+        return []
+    if source.namespace not in res.managed:
+        r.problem(f"{path}.from", f"namespace {source.namespace} is not managed: no policy would carry this "
+                                  "egress; set managed: true or drop it")
         return []
     uniq = tuple(sorted(set(targets), key=lambda t: (t.network.version, t.network, t.endpoint or "")))
     return [ExternalEgress(source, uniq, tuple(sorted(ports, key=lambda p: (p.protocol, p.number))), r.line(path),
