@@ -140,6 +140,8 @@ class Metrics:
         self._local: dict[str, float] = {}
         self._file: Optional[_File] = None
         self._pid = -1
+        self._hist_cache: dict[tuple, tuple[list[str], str, str, str]] = {}
+        self._key_cache: dict[tuple, str] = {}  # bounded: label values come from our code, not requests
 
     def _store(self) -> Optional[_File]:
         # Opened lazily and per pid: the object may be created in the gunicorn master
@@ -151,30 +153,58 @@ class Metrics:
             self._pid = os.getpid()
         return self._file
 
+    def _add(self, key: str, amount: float) -> None:  # caller holds the lock
+        store = self._store()
+        if store is None:
+            self._local[key] = self._local.get(key, 0.0) + amount
+        else:
+            store.add(key, amount)
+
     def inc(self, name: str, labels: Mapping[str, str] | None = None, amount: float = 1.0) -> None:
         key = name + _labels(labels or {})
         with self._lock:
-            store = self._store()
-            if store is None:
-                self._local[key] = self._local.get(key, 0.0) + amount
-            else:
-                store.add(key, amount)
+            self._add(key, amount)
+
+    def _histogram_keys(self, name: str, labels: Mapping[str, str]) -> tuple[list[str], str, str, str]:
+        # Label strings are built once per (histogram, labels): on the request path an
+        # observation is then ~14 dictionary look-ups and float adds under one lock.
+        cache_key = (name, tuple(labels.items()))
+        keys = self._hist_cache.get(cache_key)
+        if keys is None:
+            buckets = [f"{name}_bucket" + _labels({**labels, "le": repr(b)}) for b in LATENCY_BUCKETS]
+            keys = (buckets, f"{name}_bucket" + _labels({**labels, "le": "+Inf"}),
+                    f"{name}_sum" + _labels(labels), f"{name}_count" + _labels(labels))
+            self._hist_cache[cache_key] = keys
+        return keys
 
     def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
-        labels = dict(labels or {})
-        for bound in LATENCY_BUCKETS:
-            if value <= bound:
-                self.inc(f"{name}_bucket", {**labels, "le": repr(bound)})
-        self.inc(f"{name}_bucket", {**labels, "le": "+Inf"})
-        self.inc(f"{name}_sum", labels, value)
-        self.inc(f"{name}_count", labels)
+        buckets, inf, sum_key, count_key = self._histogram_keys(name, dict(labels or {}))
+        with self._lock:
+            for bound, key in zip(LATENCY_BUCKETS, buckets):
+                if value <= bound:
+                    self._add(key, 1.0)
+            self._add(inf, 1.0)
+            self._add(sum_key, value)
+            self._add(count_key, 1.0)
 
     def record_decision(self, endpoint: str, operation: str, decision: str, seconds: float,
                         findings: Iterable[tuple[str, str]] = ()) -> None:
-        self.inc("netpol_guard_requests_total",
-                 {"endpoint": endpoint, "operation": operation, "decision": decision})
+        request_key = self._key_cache.get((endpoint, operation, decision))
+        if request_key is None:
+            request_key = "netpol_guard_requests_total" + _labels(
+                {"endpoint": endpoint, "operation": operation, "decision": decision})
+            self._key_cache[(endpoint, operation, decision)] = request_key
+        finding_keys = []
         for rule, severity in findings:
-            self.inc("netpol_guard_findings_total", {"rule": rule, "severity": severity})
+            k = self._key_cache.get((rule, severity))
+            if k is None:
+                k = self._key_cache[(rule, severity)] = "netpol_guard_findings_total" + _labels(
+                    {"rule": rule, "severity": severity})
+            finding_keys.append(k)
+        with self._lock:
+            self._add(request_key, 1.0)
+            for k in finding_keys:
+                self._add(k, 1.0)
         self.observe("netpol_guard_request_duration_seconds", seconds, {"endpoint": endpoint})
 
     def totals(self) -> tuple[dict[str, float], int]:

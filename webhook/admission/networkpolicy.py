@@ -75,7 +75,9 @@ def validate_network_policy(request: AdmissionRequest, ctx: HandlerContext) -> D
     assert request.object is not None  # parse_review guarantees it for CREATE and UPDATE
     policy, findings = judge(request.object, request.namespace, ctx)
     subject = policy.key if policy else policy_key_of(request.object, request.namespace or "default")
-    if request.operation == "UPDATE" and request.old_object is not None:
+    # The old object only matters when the new one has errors (to tell kept from new ones).
+    has_errors = any(f.severity == "error" for f in findings)
+    if request.operation == "UPDATE" and request.old_object is not None and has_errors:
         _, old_findings = judge(request.old_object, request.namespace, ctx)
         introduced, kept = introduced_errors(findings, old_findings)
         others = [f for f in findings if f.severity != "error"]
