@@ -332,3 +332,13 @@ def test_named_port_check_with_2000_namespaces_visits_only_declaring_namespaces(
     found = [f for f in check_policy(pol, Context(view, DEFAULT)) if f.rule == NAMED]
     assert [f.path for f in found] == ["spec.egress[0].ports[1].port"]
     assert CountingView.classes < 50
+
+
+def test_port_summaries_follow_the_view_after_changes():
+    view = ClusterView()
+    view.upsert_pod(Pod("a", "web", {"app": "web"}, (ContainerPort(8080, "TCP", "http"),), kind="Deployment"))
+    assert set(namespaces_declaring_port(view, "http")) == {"a"}
+    view.upsert_pod(Pod("b", "web", {"app": "web"}, (ContainerPort(8080, "TCP", "http"),), kind="Deployment"))
+    assert set(namespaces_declaring_port(view, "http")) == {"a", "b"}
+    view.delete_pod("a", "web", kind="Deployment")
+    assert set(namespaces_declaring_port(view, 8080)) == {"b"}

@@ -344,3 +344,19 @@ def test_namespaces_with_pods_respects_namespace_selector_and_limit():
     assert namespaces_with_pods(view, sel, ns_selector=LabelSelector((("team", "t7"),))) == ["team-0007"]
     assert len(namespaces_with_pods(view, sel, limit=3)) == 3
     assert namespaces_with_pods(view, sel, exclude=["team-0000"], limit=1) == ["team-0001"]
+
+
+def test_suggestions_follow_the_live_view_as_namespaces_come_and_go():
+    view = ClusterView()
+    view.upsert_namespace(Namespace("shop", {"kubernetes.io/metadata.name": "shop"}))
+    view.upsert_pod(Pod("shop", "api", {"app": "api"}, kind="Deployment"))
+    obj = yaml.safe_load(ingress_from("- namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitorng}}"))
+    pol = parse_policy(obj).policy
+    ctx = Context(view, DEFAULT)
+    first = [f for f in check_policy(pol, ctx) if f.rule == NS_RULE]
+    assert len(first) == 1 and "did you mean" not in first[0].message
+    view.upsert_namespace(Namespace("monitoring", {"kubernetes.io/metadata.name": "monitoring"}))
+    second = [f for f in check_policy(pol, ctx) if f.rule == NS_RULE]
+    assert "did you mean `monitoring`?" in second[0].message
+    view.upsert_namespace(Namespace("monitorng", {"kubernetes.io/metadata.name": "monitorng"}))
+    assert [f for f in check_policy(pol, ctx) if f.rule == NS_RULE] == []
