@@ -275,6 +275,68 @@ def test_config_change_rolls_the_pods():
     assert annotations(render())["checksum/config"] != annotations(render({"config": {"mode": "warn"}}))["checksum/config"]
 
 
+# Keys of config the chart sets itself (from the release and certificates.mode); every
+# other key of the rendered config.yaml is exactly what values.config says.
+CHART_COMPUTED = {
+    ("isolation", "controllerUsers"), ("certificates", "selfManaged"), ("certificates", "secretName"),
+    ("certificates", "serviceName"), ("certificates", "webhookConfigName"), ("leaderElection", "leaseName"),
+}
+
+
+def flatten(tree: dict, prefix: tuple = ()) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key not in ("rules", "podLabels"):
+            out.update(flatten(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def test_rendered_config_differs_from_the_defaults_only_in_chart_computed_keys():
+    defaults = flatten(server_config.Config().to_dict())
+    rendered = flatten(rendered_config(render()))
+    assert set(rendered) == set(defaults)
+    assert {k for k in defaults if rendered[k] != defaults[k]} == CHART_COMPUTED
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_config_names_the_objects_the_chart_creates(scenario):
+    docs = render(SCENARIOS[scenario])
+    cfg = rendered_config(docs)
+    certificates, lease = cfg["certificates"], cfg["leaderElection"]["leaseName"]
+    mode = SCENARIOS[scenario].get("certificates", {}).get("mode", "selfManaged")
+    assert certificates["selfManaged"] is (mode == "selfManaged")
+    assert certificates["secretName"] == tls_volume(docs)["secretName"]
+    assert certificates["serviceName"] == one(docs, "Service")["metadata"]["name"]
+    assert certificates["webhookConfigName"] == one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
+    for mutating in objects(docs, "MutatingWebhookConfiguration"):
+        assert mutating["metadata"]["name"] == certificates["webhookConfigName"]
+    assert lease == f"{FULLNAME}-leader"
+    for role in objects(docs, "Role"):
+        named = {name for rule in role["rules"] for name in rule.get("resourceNames", [])}
+        assert lease in named
+        if mode == "selfManaged":
+            assert certificates["secretName"] in named
+
+
+@pytest.mark.parametrize("key", ["certificates.selfManaged", "certificates.secretName", "certificates.serviceName",
+                                 "certificates.webhookConfigName", "leaderElection.leaseName"])
+def test_chart_computed_config_keys_cannot_be_set_by_hand(key, tmp_path):
+    section, field = key.split(".")
+    value = True if field == "selfManaged" else "by-hand"
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                  values={"config": {section: {field: value}}}, tmp=tmp_path)
+    assert result.returncode != 0 and f"config.{key} is set by the chart" in result.stderr, result.stderr
+
+
+def test_certificate_validity_settings_pass_through():
+    cfg = rendered_config(render({"config": {"certificates": {"validityDays": 90, "renewBeforeDays": 10},
+                                             "leaderElection": {"leaseDurationSeconds": 30}}}))
+    assert (cfg["certificates"]["validityDays"], cfg["certificates"]["renewBeforeDays"]) == (90, 10)
+    assert cfg["leaderElection"]["leaseDurationSeconds"] == 30
+
+
 # --- tests: the Deployment --------------------------------------------------------------
 
 def test_pods_run_restricted():
@@ -517,6 +579,18 @@ def test_self_managed_mode_mounts_the_secret_the_leader_creates():
     assert tls_volume(docs)["secretName"] == f"{FULLNAME}-tls"
     assert tls_volume(docs)["optional"] is True  # the pod starts before the Secret exists
     assert tls_volume(docs)["defaultMode"] == 0o440
+    # The files serve gets as --cert/--key are in the mount; the CA's key is not.
+    assert tls_volume(docs)["items"] == [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"},
+                                         {"key": "ca.crt", "path": "ca.crt"}]
+    container = deployment_pod(docs)["containers"][0]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+    args = container["args"]
+    assert args[args.index("--cert") + 1] == f"{mount['mountPath']}/tls.crt"
+    assert args[args.index("--key") + 1] == f"{mount['mountPath']}/tls.key"
+    # Readiness waits for the certificate: /readyz is not ready until it is loaded.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for scenario in ("cert-manager", "existing-secret"):
+        assert "items" not in tls_volume(render(SCENARIOS[scenario]))
     assert "caBundle" not in validating_webhooks(docs)["networkpolicies.netpol-guard.io"]["clientConfig"]
     assert not [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
 
@@ -559,7 +633,10 @@ def test_own_network_policy_allows_only_the_webhook_port_dns_and_the_api_server(
     policy = one(docs, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
-    dns, api = policy["spec"]["egress"]
+    dns, peers, api = policy["spec"]["egress"]
+    # Self-managed certificates: the leader dials its peers' webhook port during a CA rotation.
+    assert peers == {"to": [{"podSelector": {"matchLabels": one(docs, "Deployment")["spec"]["selector"]["matchLabels"]}}],
+                     "ports": [{"port": 8443, "protocol": "TCP"}]}
     assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
     assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
@@ -567,9 +644,15 @@ def test_own_network_policy_allows_only_the_webhook_port_dns_and_the_api_server(
 
     custom = one(render(SCENARIOS["everything"]), "NetworkPolicy")["spec"]
     assert custom["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    # Narrowed ingress still lets the leader reach its peers.
+    assert custom["ingress"][1] == {"from": peers["to"], "ports": [{"port": 8443, "protocol": "TCP"}]}
     assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in custom["egress"][0]["to"]
-    assert custom["egress"][1] == {"to": [{"ipBlock": {"cidr": "172.20.0.10/32"}}],
+    assert custom["egress"][1] == peers
+    assert custom["egress"][2] == {"to": [{"ipBlock": {"cidr": "172.20.0.10/32"}}],
                                    "ports": [{"port": 6443, "protocol": "TCP"}]}
+    for scenario in ("cert-manager", "existing-secret"):
+        other = one(render(SCENARIOS[scenario]), "NetworkPolicy")["spec"]
+        assert len(other["egress"]) == 2 and peers not in other["egress"]
     assert objects(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
 
 
@@ -621,6 +704,9 @@ def test_uninstall_hook_removes_the_webhook_configurations_before_the_pods():
     ({"certificates": {"mode": "existingSecret", "existingSecret": {"name": "my-tls"}}}, "caBundle"),
     ({"certificates": {"mode": "existingSecret", "existingSecret": {"caBundle": "QUJD"}}}, "name"),
     ({"certificates": {"mode": "vault"}}, "mode"),
+    ({"config": {"certificates": {"validityDays": 0}}}, "validityDays"),
+    ({"config": {"certificates": {"renewBefore": 3}}}, "renewBefore"),
+    ({"config": {"leaderElection": {"leaseDurationSeconds": "15s"}}}, "leaseDurationSeconds"),
 ])
 def test_values_schema_rejects_unknown_and_wrong_values(values, message, tmp_path):
     result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values, tmp=tmp_path)
@@ -759,3 +845,61 @@ def test_install_helm_does_nothing_when_helm_is_already_there(tmp_path):
                             timeout=30, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert (tools / "helm").read_text() == "#!/bin/sh\necho fake\n"
+
+
+# --- the chart's objects and config drive the certificate manager ----------------------
+
+def request_allowed(docs, method: str, path: str) -> bool:
+    """Whether the chart's Role/ClusterRole (not the uninstall hook's) allow one request."""
+    parts = [p for p in path.split("/") if p]
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) > 2:
+        namespace, rest = rest[1], rest[2:]
+    resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
+    verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete"}[method]
+    for role in objects(docs, "ClusterRole") + objects(docs, "Role"):
+        if role["metadata"]["name"] != FULLNAME:
+            continue
+        if role["kind"] == "Role" and role["metadata"]["namespace"] != namespace:
+            continue
+        for rule in role["rules"]:
+            if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]:
+                names = rule.get("resourceNames")
+                if names is None or (name is not None and name in names):
+                    return True
+    return False
+
+
+def test_certificate_manager_converges_on_the_charts_objects_within_its_rbac(kube_api):
+    import base64
+    import datetime as dt
+
+    from webhook.tls.manager import CertificateManager
+
+    docs = render(SCENARIOS["mutations-on"])
+    cfg = server_config.from_dict(rendered_config(docs), source="chart config.yaml")
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Service"):
+        kube_api.put_object(one(docs, kind))
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    with kube_api.api_client() as client:
+        manager = CertificateManager(client, cfg, NAMESPACE)
+        manager.reconcile(now)  # creates the Secret, writes both caBundles
+        manager.reconcile(now + dt.timedelta(days=cfg.certificates.caValidityDays - 10))  # CA rotation
+        waiting = manager.reconcile(now + dt.timedelta(days=cfg.certificates.caValidityDays - 10))
+    assert waiting.waiting == "no ready replica to check"  # it looked for replicas: Service and Pods read
+
+    secret = kube_api.get_object("Secret", NAMESPACE, tls_volume(docs)["secretName"])
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for hook in kube_api.get_object(kind, None, FULLNAME)["webhooks"]:
+            assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert len(base64.b64decode(secret["data"]["ca.crt"]).split(b"-----END CERTIFICATE-----")) == 3  # two CAs
+    paths = {(r.method, r.path) for r in kube_api.requests()}
+    assert ("GET", f"/api/v1/namespaces/{NAMESPACE}/pods") in paths
+    for method, path in sorted(paths):
+        assert request_allowed(docs, method, path), f"the chart's RBAC does not allow {method} {path}"
+    # ...and the check is not a rubber stamp:
+    assert not request_allowed(docs, "GET", f"/api/v1/namespaces/{NAMESPACE}/secrets/other")
+    assert not request_allowed(docs, "PUT", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/other")
+    assert not request_allowed(docs, "GET", f"/api/v1/namespaces/{NAMESPACE}/secrets")

@@ -69,6 +69,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 The server's config.yaml. isolation.controllerUsers left at the value in values.yaml
 (the server's built-in default) is replaced by this release's ServiceAccount, so the
 controller may write the policies it manages whatever the namespace and names are.
+
+The names of objects the chart creates (TLS Secret, Service, webhook configurations,
+leader Lease) and whether certificates are self-managed are set here from the release
+and certificates.mode, so the server always manages exactly the objects the chart made
+and its RBAC names. A value for them in config is a mistake: fail and say so.
 */}}
 {{- define "netpol-guard.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
@@ -76,6 +81,21 @@ controller may write the policies it manages whatever the namespace and names ar
 {{- if eq (toJson $cfg.isolation.controllerUsers) (toJson $default) -}}
 {{- $sa := printf "system:serviceaccount:%s:%s" .Release.Namespace (include "netpol-guard.serviceAccountName" .) -}}
 {{- $_ := set $cfg.isolation "controllerUsers" (list $sa) -}}
+{{- end -}}
+{{- $fullname := include "netpol-guard.fullname" . -}}
+{{- $computed := dict
+      "certificates.selfManaged" (list $cfg.certificates "selfManaged" false (eq .Values.certificates.mode "selfManaged") "certificates.mode")
+      "certificates.secretName" (list $cfg.certificates "secretName" "netpol-guard-tls" (include "netpol-guard.tlsSecretName" .) "fullnameOverride or certificates.existingSecret.name")
+      "certificates.serviceName" (list $cfg.certificates "serviceName" "netpol-guard" $fullname "fullnameOverride")
+      "certificates.webhookConfigName" (list $cfg.certificates "webhookConfigName" "netpol-guard" $fullname "fullnameOverride")
+      "leaderElection.leaseName" (list $cfg.leaderElection "leaseName" "netpol-guard-leader" (include "netpol-guard.leaseName" .) "fullnameOverride") -}}
+{{- range $key, $c := $computed -}}
+{{- $section := index $c 0 -}}
+{{- $field := index $c 1 -}}
+{{- if ne (toJson (index $section $field)) (toJson (index $c 2)) -}}
+{{- fail (printf "config.%s is set by the chart (to %v here); leave it out and use %s instead" $key (index $c 3) (index $c 4)) -}}
+{{- end -}}
+{{- $_ := set $section $field (index $c 3) -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
