@@ -13,7 +13,9 @@ The --controller hook: ``when_ready`` in the master (after the socket is bound)
 starts ONE child process, with the "spawn" start method (so it shares no threads or
 locks with the master), running ``webhook.isolation.controller.run(options)``, where
 ``options`` is a ``ControllerOptions`` (config, cluster paths, dev). The function
-should block until SIGTERM, then return. The master stops it (SIGTERM, then SIGKILL
+should block until SIGTERM, then return (install a SIGTERM handler that stops its
+loops; the default handler just ends the process, which is also acceptable). `serve`
+checks at start-up that the function exists and exits 2 if not. The master stops it (SIGTERM, then SIGKILL
 after graceful_timeout) when gunicorn exits, and logs if it dies. Exactly one
 controller runs per serve process, whatever the number of workers.
 """
@@ -36,6 +38,7 @@ from webhook.metrics import Metrics
 
 log = logging.getLogger("netpol_guard.server")
 CONTROLLER_MODULE = "webhook.isolation.controller"
+CONTROLLER_ENTRY = f"{CONTROLLER_MODULE}:run"
 
 
 @dataclass(frozen=True)
@@ -59,37 +62,40 @@ class ServeOptions:
     threads: Optional[int] = None
     metrics_dir: Optional[str] = None
     controller: Optional[ControllerOptions] = None
+    controller_entry: str = CONTROLLER_ENTRY  # "module:function" (tests point it elsewhere)
     extra: dict = field(default_factory=dict)  # further gunicorn settings (benchmarks)
 
 
-def controller_entry() -> "callable":
-    """The controller's run function, or an ImportError with a clear message."""
+def controller_entry(entry: str = CONTROLLER_ENTRY):
+    """The controller's run function ("module:function"), or an ImportError with a clear message."""
     import importlib
+    module_name, _, func = entry.partition(":")
     try:
-        mod = importlib.import_module(CONTROLLER_MODULE)
+        mod = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ImportError(f"--controller: the isolation controller ({CONTROLLER_MODULE}) is not available "
+        raise ImportError(f"--controller: the isolation controller ({module_name}) is not available "
                           f"in this build ({exc})") from None
-    run = getattr(mod, "run", None)
+    run = getattr(mod, func, None)
     if not callable(run):
-        raise ImportError(f"--controller: {CONTROLLER_MODULE} has no run(options) function")
+        raise ImportError(f"--controller: {module_name} has no {func}(options) function")
     return run
 
 
-def _controller_main(options: ControllerOptions) -> None:  # in the spawned child
+def _controller_main(entry: str, options: ControllerOptions) -> None:  # in the spawned child
     from webhook.logging_setup import configure
     configure()
-    controller_entry()(options)
+    controller_entry(entry)(options)
 
 
 class ControllerProcess:
-    def __init__(self, options: ControllerOptions, grace: float):
-        self.options, self.grace = options, grace
+    def __init__(self, options: ControllerOptions, grace: float, entry: str = CONTROLLER_ENTRY):
+        self.options, self.grace, self.entry = options, grace, entry
         self.process: Optional[multiprocessing.Process] = None
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.process = ctx.Process(target=_controller_main, args=(self.options,), name="netpol-guard-controller")
+        self.process = ctx.Process(target=_controller_main, args=(self.entry, self.options),
+                                   name="netpol-guard-controller")
         self.process.start()
         log.info("controller started in process %s", self.process.pid)
 
@@ -132,7 +138,8 @@ class WebhookServer(BaseApplication):
     # --- hooks ------------------------------------------------------------------------
     def _when_ready(self, server) -> None:  # master
         if self.options.controller is not None and self.controller is None:
-            self.controller = ControllerProcess(self.options.controller, float(self.cfg.graceful_timeout))
+            self.controller = ControllerProcess(self.options.controller, float(self.cfg.graceful_timeout),
+                                                self.options.controller_entry)
             self.controller.start()
 
     def _on_exit(self, server) -> None:  # master

@@ -1,0 +1,89 @@
+"""The --controller hook: one controller process beside the workers, started by the
+gunicorn master after it binds, stopped when the server stops."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.server_fixture import REPO, Client, free_port, make_certs
+
+PROBE_FILE = "NPG_CONTROLLER_PROBE"
+
+
+def probe_controller(options) -> None:
+    """Stands in for webhook.isolation.controller.run: records what it got, waits for SIGTERM."""
+    path = os.environ[PROBE_FILE]
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"event": "started", "pid": os.getpid(), "ppid": os.getppid(),
+                             "mode": options.config.mode, "cluster": list(options.cluster_paths)}) + "\n")
+    deadline = time.monotonic() + 120  # bounded, whatever happens to the test
+    while not stopping and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"event": "stopped", "pid": os.getpid()}) + "\n")
+
+
+SERVER = textwrap.dedent("""
+    import sys
+    from webhook.admission.server import ControllerOptions, ServeOptions, WebhookServer
+    from webhook.cluster.source import EmptySource
+    from webhook.config import from_dict
+    cert, key, bind = sys.argv[1:4]
+    config = from_dict({"mode": "warn"})
+    WebhookServer(ServeOptions(config=config, source=EmptySource(), cert=cert, key=key, bind=bind, workers=2,
+                               threads=1, controller=ControllerOptions(config, ("examples/cluster",)),
+                               controller_entry="tests.test_serve_controller:probe_controller")).run()
+""")
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_one_controller_process_runs_beside_the_workers_and_stops_with_the_server(tmp_path):
+    certs = make_certs(tmp_path / "tls")
+    probe = tmp_path / "probe.jsonl"
+    port = free_port()
+    env = {**os.environ, PROBE_FILE: str(probe), "PYTHONPATH": str(REPO)}
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-c", SERVER, certs.cert, certs.key, f"127.0.0.1:{port}"],
+                                  cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert _wait(lambda: any(e["event"] == "started" for e in _events(probe))), (tmp_path / "server.log").read_text()
+        client = Client(port, certs.ca)
+        assert _wait(lambda: _ready(client))
+        client.close()
+        started = [e for e in _events(probe) if e["event"] == "started"]
+        assert len(started) == 1  # one controller, not one per worker
+        assert started[0]["ppid"] == server.pid  # a child of the gunicorn master
+        assert started[0]["mode"] == "warn" and started[0]["cluster"] == ["examples/cluster"]
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(30)
+    events = _events(probe)
+    assert [e["event"] for e in events] == ["started", "stopped"]
+    assert not Path(f"/proc/{events[0]['pid']}").exists()
+
+
+def _ready(client: Client) -> bool:
+    try:
+        return client.get("/readyz")[0] == 200
+    except OSError:
+        return False
