@@ -18,7 +18,7 @@ from webhook.policy.selectors import LabelSelector, Requirement
 from webhook.rules.base import Example, Hit, rule
 from webhook.rules.context import Context
 from webhook.rules.fixes import snippet
-from webhook.rules.inventory import CLUSTER, DNS_EGRESS
+from webhook.rules.inventory import CLUSTER
 
 # Keys people write when they mean "the namespace called X".
 NAME_LIKE_KEYS = frozenset({"name", "namespace", "ns", "kubernetes.io/name", "metadata.name",
@@ -527,7 +527,8 @@ spec:
   policyTypes: [Egress]
   egress:
   - to: [{podSelector: {matchLabels: {k8s-app: kube-dns}}}]
-    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]""" + DNS_EGRESS + CLUSTER)),
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+""" + CLUSTER)),
     good=(Example("namespace and pods in one peer", """
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
