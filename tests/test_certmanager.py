@@ -529,3 +529,22 @@ def test_expiry_metric_reads_the_served_certificate_file(tmp_path):
     (tmp_path / "bad.crt").write_bytes(b"garbage")
     assert certs.certificate_file_seconds_remaining(str(tmp_path / "bad.crt")) is None
     assert os.path.exists(paths["tls.key"])
+
+
+def test_deleting_the_secret_makes_a_new_ca_and_keeps_the_old_one_trusted_until_replicas_reload(cluster, client, replicas):
+    mgr = manager(client)
+    mgr.reconcile(NOW)
+    old = secret_pems(cluster)
+    for replica in replicas:
+        replica.serve_secret(cluster)
+    cluster.delete_object("Secret", NS, SECRET)
+
+    mgr.reconcile(NOW + DAY)
+    trust = subjects(secret_pems(cluster)["ca.crt"])
+    assert len(trust) == 2 and trust[1] == subjects(old["ca.crt"])[0]
+    assert ca_bundles(cluster) == [secret_pems(cluster)["ca.crt"]] * 3
+
+    for replica in replicas:
+        replica.serve_secret(cluster)
+    assert mgr.reconcile(NOW + DAY).waiting == ""
+    assert subjects(secret_pems(cluster)["ca.crt"]) == trust[:1]
