@@ -360,3 +360,13 @@ def test_suggestions_follow_the_live_view_as_namespaces_come_and_go():
     assert "did you mean `monitoring`?" in second[0].message
     view.upsert_namespace(Namespace("monitorng", {"kubernetes.io/metadata.name": "monitorng"}))
     assert [f for f in check_policy(pol, ctx) if f.rule == NS_RULE] == []
+
+
+def test_a_namespace_without_any_pods_is_named_as_such():
+    empty_ns = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: payments}\n"
+    found = run(policy("""
+        podSelector: {matchLabels: {app: billing}}
+        policyTypes: [Ingress]
+    """, namespace="payments") + CLUSTER + empty_ns, POD_RULE)
+    assert len(found) == 1
+    assert "there are no pods or workloads in view in namespace payments" in found[0].message

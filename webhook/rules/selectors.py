@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from webhook.cluster.objects import NAME_LABEL
 from webhook.cluster.view import ClusterView, namespaces_with_pods
 from webhook.policy.model import EGRESS, INGRESS, NetworkPolicy, Peer, Rule
-from webhook.policy.selectors import LabelSelector, Requirement
+from webhook.policy.selectors import EVERYTHING, LabelSelector, Requirement
 from webhook.rules.base import Example, Hit, rule
 from webhook.rules.context import Context
 from webhook.rules.fixes import snippet
@@ -225,6 +225,9 @@ def diagnose_pod_selector(ctx: Context, sel: LabelSelector, namespaces: Iterable
             out |= ctx.view.label_values(ns, k)
         return out
 
+    if not keys and not any(ctx.view.any_pod(ns, EVERYTHING) for ns in scope):
+        # Nothing to compare against: say so rather than "no pod has the key app".
+        return Diagnosis([f"there are no pods or workloads in view in namespace {_names(scope)}"], None)
     return _diagnose(sel, "pod", keys, values)
 
 
