@@ -140,3 +140,24 @@ def test_help_and_console_script():
 def test_yaml_writer_round_trips(value):
     from webhook.generate.render import to_yaml
     assert yaml.safe_load(to_yaml(value)) == value
+
+
+@pytest.mark.parametrize("version", ["1.28.0", "1.33.0"])
+def test_generated_policies_are_valid_kubernetes_objects(version, capsys):
+    """Strict schema of the Kubernetes API (kubernetes-validate's copy): no unknown or mistyped field."""
+    import importlib.resources
+    import json
+
+    import jsonschema
+    from referencing import Registry, Resource
+
+    base = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"v{version}-local-strict"
+    registry = Resource.from_contents(json.loads((base / "_definitions.json").read_text())) @ Registry()
+    schema = json.loads((base / "networkpolicy-networking-v1.json").read_text())
+    validator = jsonschema.Draft202012Validator(
+        schema, registry=registry.with_resource("", Resource.from_contents(schema)))
+    for name in EXAMPLES:
+        assert main(["generate", "--map", example(name)]) == 0
+        for doc in (d for d in yaml.safe_load_all(capsys.readouterr().out) if d):
+            errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(doc)]
+            assert not errors, (name, doc["metadata"]["name"], errors)
