@@ -118,7 +118,7 @@ THREE_TIER_MUTATIONS = {
     drop_rule: "flow shop/api -> data/database 5432/TCP (map line 40) is denied, but the map allows it",
     widen_peer_selector: "shop/frontend -> data/database 5432/TCP, which the map does not allow, passes the ingress side",
     widen_policy_selector: "shop/frontend -> data/cache 6379/TCP, which the map does not allow, passes the egress side",
-    widen_namespace_selector: ("netpol-guard-proof-elsewhere/lookalike-shop-api -> data/cache 6379/TCP, which the map "
+    widen_namespace_selector: ("netpol-guard-proof-elsewhere/<lookalike of shop/api> -> data/cache 6379/TCP, which the map "
                                "does not allow, passes the ingress side"),
     change_namespace_selector: "flow shop/api -> data/database 5432/TCP (map line 40) is denied",
     change_port: "flow shop/frontend -> shop/api 8080/TCP (map line 36) is denied",
@@ -126,9 +126,9 @@ THREE_TIER_MUTATIONS = {
     misspell_named_port: "flow shop/api -> data/database 5432/TCP (map line 40) is denied",
     remove_dns_policy: "DNS from shop/frontend to kube-system/deployment/cluster-dns 53/UDP is denied",
     drop_dns_tcp_port: "DNS from data/database to kube-system/deployment/cluster-dns 53/TCP is denied",
-    remove_default_deny: "shop/api -> shop/unlisted-pod 8080/TCP, which the map does not allow, passes the ingress side",
+    remove_default_deny: "shop/api -> shop/<unlisted> 8080/TCP, which the map does not allow, passes the ingress side",
     add_allow_all_ingress: "data/database -> data/cache 6379/TCP, which the map does not allow, passes the ingress side",
-    drop_policy_types_ingress: "data/database -> shop/unlisted-pod 8080/TCP, which the map does not allow, passes the ingress side",
+    drop_policy_types_ingress: "data/database -> shop/<unlisted> 8080/TCP, which the map does not allow, passes the ingress side",
 }
 
 

@@ -38,7 +38,7 @@ from webhook.policy.parse import parse_policy
 from webhook.rules.batch import check_all
 from webhook.rules.context import Context
 
-UNLISTED_POD = "unlisted-pod"
+UNLISTED_POD = "<unlisted>"  # not a valid workload name: stand-ins never collide with the map
 PROBE_PORT = ContainerPort(8080, "TCP", "probe")
 OUTSIDE_PROBES = (ipaddress.ip_address("203.0.113.77"), ipaddress.ip_address("2001:db8::77"))
 FlowKey = tuple[str, str, int, str]  # source pod key, destination pod key, port, protocol
@@ -123,7 +123,7 @@ class _World:
         self.elsewhere = Pod(outside_ns, UNLISTED_POD, {}, (PROBE_PORT,))
         # Pods elsewhere that carry a workload's labels and ports: a namespaceSelector widened
         # by mistake lets them in (or out), and only a lookalike can show it.
-        self.lookalikes = [Pod(outside_ns, f"lookalike-{w.namespace}-{w.name}", dict(w.labels),
+        self.lookalikes = [Pod(outside_ns, f"<lookalike of {w.key}>", dict(w.labels),
                                self.workload_pods[w.key].ports) for w in cmap.workloads]
 
     def namespaces(self) -> list[Namespace]:
