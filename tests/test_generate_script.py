@@ -205,3 +205,18 @@ def test_egress_sources_get_a_metadata_probe():
     meta = [p for p in plan(cmap) if p.address]
     assert [(p.expect, p.src_label, p.address, p.port) for p in meta] == \
         [("closed", "payments/api", "169.254.169.254", 80)]
+
+
+def test_namespace_wide_source_uses_any_pod_of_the_namespace(tmp_path, listener):
+    text = f"""\
+namespaces: [a, b]
+workloads:
+  - {{name: server, namespace: a, labels: {{app: server}}, ports: [{listener.port}]}}
+flows:
+  - {{from: {{namespace: b}}, to: server, ports: [{listener.port}]}}
+"""
+    proc = run_script(tmp_path, text, ["curl", "getent"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert rows(proc.stdout)[0][:4] == ["PASS", "open", "b/*", "a/server"]
+    gets = [line for line in (tmp_path / "kubectl.log").read_text().splitlines() if line.startswith("get pods -n b")]
+    assert gets and all(" -l " not in g for g in gets)

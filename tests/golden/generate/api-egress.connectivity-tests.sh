@@ -56,7 +56,8 @@ echo no-tool'
 first_pod() {
   local sel=()
   [ -n "$2" ] && sel=(-l "$2")
-  "$KUBECTL" get pods -n "$1" "${sel[@]}" --field-selector=status.phase=Running \
+  # ${a[@]+...}: an empty array under `set -u` is an error in bash 3 (macOS)
+  "$KUBECTL" get pods -n "$1" ${sel[@]+"${sel[@]}"} --field-selector=status.phase=Running \
     -o "jsonpath={.items[0].$3}" 2>/dev/null
 }
 
@@ -120,7 +121,7 @@ check_dns payments app.kubernetes.io/name=redis payments/redis
 check closed payments app.kubernetes.io/name=api payments/api '' '' cloud-metadata 169.254.169.254 80 TCP
 
 printf '%-8s %-7s %-40s %-40s %-10s %s\n' RESULT EXPECT FROM TO PORT DETAIL
-for row in "${ROWS[@]}"; do printf '%s\n' "$row"; done
+for row in ${ROWS[@]+"${ROWS[@]}"}; do printf '%s\n' "$row"; done
 printf '\n%d passed, %d failed, %d could not run, %d skipped\n' "$PASSED" "$FAILED" "$UNKNOWN" "$SKIPPED"
 if [ "$FAILED" -gt 0 ]; then exit 1; fi
 if [ "$UNKNOWN" -gt 0 ]; then exit 2; fi
