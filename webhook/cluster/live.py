@@ -284,6 +284,12 @@ class _KindCache:
                 for key, rv, parsed in changes[start:start + 2000]:
                     self._apply(key, rv, parsed)
         self.resource_version = list_rv or self.resource_version
+        # A complete list is a complete inventory, even an empty one: "no pod matches" is then
+        # a fact, not a gap in what was shown (checks that need an inventory may speak).
+        if self.kind.name == "pods":
+            self.view.pods_known = True
+        elif self.kind.name == "namespaces":
+            self.view.namespaces_known = True
         if self.lists:
             self.relists += 1
         self.lists += 1
@@ -356,7 +362,7 @@ class _KindCache:
             stream.close()
             return True
         received = False
-        started = time.monotonic()
+        started = self.last_contact = time.monotonic()  # the server answered: we are current
         try:
             for event in stream.events():
                 self.apply_event(event)
@@ -367,6 +373,7 @@ class _KindCache:
                     self.gone_streak = 0
         finally:
             stream.close()
+        self.last_contact = time.monotonic()  # ended cleanly (server-side timeout): still current
         # A stream that stayed open a while was healthy even if the cluster was quiet.
         return received or time.monotonic() - started > 1.0
 
