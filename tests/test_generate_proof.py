@@ -253,3 +253,23 @@ def test_side_shortcut_agrees_on_widened_examples(name):
                     peer["namespaceSelector"] = {}
     found = {m.groups() for f in prove(cmap, objs, Config()).failures if (m := _SIDE.match(f))}
     assert found and found == _brute_force_side_failures(cmap, objs)
+
+
+def test_dns_target_override_is_used_by_the_policy_and_the_proof():
+    cmap = parse_map("""\
+namespaces: [a]
+workloads: [{name: w, namespace: a, labels: {app: w}}]
+dns: {namespace: dns-system, podLabels: {app: coredns}, nodeLocalAddresses: [169.254.20.10]}
+""", "m.yaml")
+    objs = [p.obj for p in generate(cmap, Config().dns)]
+    rule = find(objs, "a", "allow-dns")["spec"]["egress"][0]
+    assert rule["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns-system"}},
+         "podSelector": {"matchLabels": {"app": "coredns"}}},
+        {"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    report = prove(cmap, objs, Config())
+    assert report.ok, report.failures
+    # the same policies checked against the default DNS target do not give DNS
+    default_dns = parse_map("namespaces: [a]\nworkloads: [{name: w, namespace: a, labels: {app: w}}]\n", "m.yaml")
+    failures = prove(default_dns, objs, Config()).failures
+    assert any(f.startswith("DNS from a/w to kube-system/deployment/cluster-dns 53/UDP is denied") for f in failures)
