@@ -22,8 +22,9 @@ node-local address (the node-local cache, not the pod, talks to CoreDNS).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Iterable, Iterator, Sequence
 
 from webhook.cluster.objects import NAME_LABEL, Pod
 from webhook.policy.engine import Endpoint
@@ -56,15 +57,22 @@ class Allowance:
 NOTHING = Allowance()
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class PodDns:
     """The DNS verdict for one pod class (one representative per distinct label set)."""
 
     pod: Pod
     hypothetical: bool  # no pod in view: the pod the policy's selector describes
-    isolating: tuple[str, ...]  # keys of the policies that isolate its egress
     udp: bool
     tcp: bool
+    # Which policies isolate it is needed only for the pods a message names, so it is
+    # worked out on first use (the verdict itself looks only at policies that allow DNS).
+    _isolating: Callable[[], tuple[str, ...]] = field(repr=False)
+
+    @cached_property
+    def isolating(self) -> tuple[str, ...]:
+        """Keys of the policies that isolate its egress."""
+        return self._isolating()
 
     def describe(self) -> str:
         if not self.hypothetical:
@@ -119,6 +127,7 @@ class _DnsAnalysis:
         self.ns_cover: dict[str, Allowance] = {}
         self.stored_ids: set[int] = set()  # id() of every policy in ns_policies (kept alive there)
         self.ns_groups: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
+        self.ns_providers: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
         self.class_verdicts: dict[tuple[str, frozenset, bool], PodDns] = {}
         self.statuses: dict[NetworkPolicy, DnsStatus] = {}  # asked for by two rules per policy
         self._fix: str | None = None
@@ -204,16 +213,32 @@ class _DnsAnalysis:
             got = self.ns_groups[namespace] = [(sel, tuple(ps)) for sel, ps in groups.items()]
         return got
 
+    def provider_groups(self, namespace: str) -> list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]:
+        """The selector groups of the policies that allow some DNS: the only ones a verdict needs."""
+        got = self.ns_providers.get(namespace)
+        if got is None:
+            got = []
+            for sel, ps in self.selector_groups(namespace):
+                providing = tuple(p for p in ps if self.allowance(p).udp or self.allowance(p).tcp)
+                if providing:
+                    got.append((sel, providing))
+            self.ns_providers[namespace] = got
+        return got
+
+    def isolating_keys(self, pod: Pod) -> tuple[str, ...]:
+        labels = pod.labels
+        return tuple(sorted(p.key for sel, ps in self.selector_groups(pod.namespace)
+                            if sel.matches(labels) for p in ps))
+
     def class_verdict(self, pod: Pod, hypothetical: bool) -> PodDns:
         """The verdict for the pod's label class under the stored policies, once per class."""
         key = (pod.namespace, frozenset(pod.labels.items()), hypothetical)
         got = self.class_verdicts.get(key)
         if got is None:
             labels = pod.labels
-            isolating = [p for sel, ps in self.selector_groups(pod.namespace) if sel.matches(labels) for p in ps]
-            total = self.union(isolating)
-            got = self.class_verdicts[key] = PodDns(pod, hypothetical, tuple(sorted(p.key for p in isolating)),
-                                                    self.covers(total.udp), self.covers(total.tcp))
+            total = self.union(p for sel, ps in self.provider_groups(pod.namespace) if sel.matches(labels) for p in ps)
+            got = self.class_verdicts[key] = PodDns(pod, hypothetical, self.covers(total.udp),
+                                                    self.covers(total.tcp), lambda: self.isolating_keys(pod))
         return got
 
 
@@ -293,8 +318,8 @@ def _dns_status(policy: NetworkPolicy, an: _DnsAnalysis) -> DnsStatus:
         isolating = [p for p in stored if p.key != policy.key and p.pod_selector.matches(pod.labels)]
         isolating.append(policy)
         total = an.union(isolating)
-        out.append(PodDns(pod, hypothetical, tuple(sorted(p.key for p in isolating)),
-                          an.covers(total.udp), an.covers(total.tcp)))
+        keys = tuple(sorted(p.key for p in isolating))
+        out.append(PodDns(pod, hypothetical, an.covers(total.udp), an.covers(total.tcp), lambda keys=keys: keys))
     return DnsStatus(True, tuple(out))
 
 
@@ -326,7 +351,7 @@ def _who(gaps: list[PodDns]) -> str:
 
 
 def _isolated_by(gaps: list[PodDns]) -> str:
-    keys = sorted({k for g in gaps for k in g.isolating})
+    keys = sorted({k for g in gaps[:_SHOW] for k in g.isolating})  # the pods the message names
     return ", ".join(keys[:_SHOW]) + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
 
 
