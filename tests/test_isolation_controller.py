@@ -311,12 +311,15 @@ def test_a_missed_event_is_healed_by_the_periodic_resync(kube_api, start_control
     kube_api.put_object(namespace("shop", "all"))
     ctrl = start_controller()
     wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies")
-    # Make the watch deliver nothing: the deletion below reaches the controller only by relisting.
+    before = policies(kube_api, "shop")[DEFAULT_DENY]["metadata"]["uid"]
+    # Make the watch deliver nothing: the deletion below reaches the controller only by resync.
     ctrl.policies._on_change = lambda *a: None  # noqa: SLF001 - stands in for a lost event
-    kube_api.delete_object("NetworkPolicy", "shop", DEFAULT_DENY)
-    wait_until(lambda: ctrl.policies.get(("shop", DEFAULT_DENY)) is None, "the cache saw the deletion")
-    ctrl.policies._on_change = ctrl._policy_changed  # noqa: SLF001
-    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "restored by resync")
+    try:
+        kube_api.delete_object("NetworkPolicy", "shop", DEFAULT_DENY)
+        wait_until(lambda: (policies(kube_api, "shop").get(DEFAULT_DENY) or {}).get("metadata", {}).get("uid")
+                   not in (None, before), "default-deny recreated by the resync")
+    finally:
+        ctrl.policies._on_change = ctrl._policy_changed  # noqa: SLF001
 
 
 # --- one writer ----------------------------------------------------------------------------------
