@@ -254,3 +254,30 @@ def test_an_exempt_user_is_allowed_without_findings(lenient_server):
     review["request"]["userInfo"]["username"] = "system:serviceaccount:ci:deployer"
     status, body = lenient_server.post_json("/validate", review)
     assert body["response"] == {"uid": review["request"]["uid"], "allowed": True}
+
+
+def test_a_replaced_worker_keeps_the_counters_and_the_server_keeps_answering(server):
+    """Runs last: stops one of this server's workers (by pid); gunicorn replaces it."""
+    import os
+    import signal
+    import time
+
+    deny = 'netpol_guard_requests_total{endpoint="validate",operation="CREATE",decision="deny"}'
+    for _ in range(4):
+        server.client().post_json("/validate", example("create-denied.json"))
+    before = _counter(server.client().get("/metrics")[1], deny)
+    workers = server.worker_pids()
+    assert len(workers) == 2
+    victim = sorted(workers)[0]
+    os.kill(victim, signal.SIGTERM)  # a graceful worker exit: it leaves through serve.run()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = server.worker_pids()
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.1)
+    assert victim not in server.worker_pids() and len(server.worker_pids()) == 2
+    scrapes = [_counter(server.client().get("/metrics")[1], deny) for _ in range(4)]
+    assert min(scrapes) >= before
+    status, body = server.client().post_json("/validate", example("create-denied.json"))
+    assert status == 200 and body["response"]["allowed"] is False

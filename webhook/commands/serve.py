@@ -153,11 +153,20 @@ def run(args: argparse.Namespace) -> int:
     from webhook.admission.server import ServeOptions, WebhookServer
     from webhook.logging_setup import configure
     configure()
+    invalid = getattr(source, "invalid_policies", [])
+    if invalid:
+        print(f"netpol-guard serve: {len(invalid)} NetworkPolicies in --cluster are invalid and left out of "
+              f"the view ({', '.join(invalid[:3])}{', ...' if len(invalid) > 3 else ''}); "
+              "`netpol-guard lint` says why", file=sys.stderr)
     metrics_dir = tempfile.mkdtemp(prefix="netpol-guard-metrics-")
+    master = os.getpid()
     try:
         WebhookServer(ServeOptions(config=config, source=source, cert=cert, key=key, bind=bind,
                                    client_ca=args.client_ca, workers=args.workers, threads=args.threads,
                                    metrics_dir=metrics_dir, controller=controller)).run()
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        # Workers leave gunicorn by SystemExit through this frame too: only the master
+        # may remove the directory (a replaced worker's counters must survive it).
+        if os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
