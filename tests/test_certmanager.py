@@ -548,3 +548,23 @@ def test_deleting_the_secret_makes_a_new_ca_and_keeps_the_old_one_trusted_until_
         replica.serve_secret(cluster)
     assert mgr.reconcile(NOW + DAY).waiting == ""
     assert subjects(secret_pems(cluster)["ca.crt"]) == trust[:1]
+
+
+def test_plan_with_no_renewal_window_still_rotates_a_ca_in_its_last_day():
+    settings = certplan.Settings(service=SERVICE, namespace=NS, validity_days=10, ca_validity_days=10,
+                                 renew_before_days=0)
+    first = certplan.plan_certificates(None, settings, NOW)
+    assert certplan.plan_certificates(first.secret_data, settings, NOW + 5 * DAY).secret_data is None
+    last_day = certplan.plan_certificates(first.secret_data, settings, NOW + 9 * DAY + dt.timedelta(hours=1))
+    assert last_day.active_ca != first.active_ca and len(last_day.trust) == 2
+    assert last_day.serving_cert.not_valid_after_utc <= last_day.active_ca.not_valid_after_utc
+
+
+def test_plan_drops_an_expired_old_ca_without_waiting_for_replicas():
+    settings = certplan.Settings(service=SERVICE, namespace=NS, validity_days=10, ca_validity_days=20,
+                                 renew_before_days=5)
+    first = certplan.plan_certificates(None, settings, NOW)
+    rotated = certplan.plan_certificates(first.secret_data, settings, NOW + 16 * DAY)
+    assert len(rotated.trust) == 2
+    later = certplan.plan_certificates(rotated.secret_data, settings, NOW + 21 * DAY)
+    assert later.trust == (rotated.active_ca,) and later.secret_data is not None

@@ -151,7 +151,10 @@ class CertificateManager:
     @staticmethod
     def _raw(method, *args, **kwargs) -> dict:
         response = method(*args, _preload_content=False, **kwargs)
-        return json.loads(response.data)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()  # back to the pool: unread/unreleased responses leak connections
 
     def _read(self, kind: str) -> Optional[dict]:
         try:
@@ -203,7 +206,7 @@ class CertificateManager:
 
     def _write(self, kind: str, method, *args) -> None:
         try:
-            method(*args, _preload_content=False)
+            self._raw(method, *args)
         except self._api_exception as exc:
             if exc.status == 409:
                 raise _Conflict(self._name(kind)) from None
