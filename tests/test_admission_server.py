@@ -199,6 +199,7 @@ def test_metrics_count_every_request_whichever_worker_served_it_or_the_scrape(se
     assert _counter(text, "netpol_guard_cache_objects") > 0
     assert _counter(text, "netpol_guard_cache_synced") == 1
     assert "# TYPE netpol_guard_request_duration_seconds histogram" in text
+    assert 300 * 86400 < _counter(text, "netpol_guard_certificate_expiry_seconds") <= 365 * 86400
 
 
 def test_one_audit_line_per_decision_without_object_bodies(server):

@@ -105,6 +105,9 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
             "netpol_guard_cache_age_seconds": float(stats.get("age_seconds", 0.0)),
             "netpol_guard_cache_synced": 1.0 if stats.get("synced") else 0.0,
         }
+        expiry = tls.seconds_until_expiry() if tls is not None else None
+        if expiry is not None:
+            gauges["netpol_guard_certificate_expiry_seconds"] = expiry
         for kind in ("namespaces", "pods", "services", "networkpolicies"):
             if kind in stats:
                 gauges[f'netpol_guard_cache_objects{{kind="{kind}"}}'] = float(stats[kind])

@@ -42,6 +42,7 @@ class ReloadingContext:
         self._checked = 0.0
         self.error: Optional[str] = None
         self.loads = 0
+        self.not_after = None  # the loaded certificate's notAfter (for the expiry metric)
 
     def _files(self) -> tuple[str, ...]:
         return (self.cert, self.key) + ((self.client_ca,) if self.client_ca else ())
@@ -80,7 +81,14 @@ class ReloadingContext:
         if self._ctx is not None:
             log.info("TLS certificate reloaded from %s", self.cert)
         self._ctx, self._identity, self.error = ctx, identity, None
+        self.not_after = _not_after(self.cert)
         self.loads += 1
+
+    def seconds_until_expiry(self) -> Optional[float]:
+        if self.not_after is None:
+            return None
+        import datetime as dt
+        return (self.not_after - dt.datetime.now(dt.timezone.utc)).total_seconds()
 
     def ready(self) -> tuple[bool, str]:
         """(loaded, reason). Loads if nothing was loaded yet."""
@@ -94,6 +102,15 @@ class ReloadingContext:
             # serving the previous certificate is still serving: ready, but say so
             return True, f"serving the previous certificate; {self.error}"
         return True, "certificate loaded"
+
+
+def _not_after(cert_path: str):
+    from webhook.certs import CertificateError, load_cert_pem
+    try:
+        with open(cert_path, "rb") as fh:
+            return load_cert_pem(fh.read()).not_valid_after_utc
+    except (OSError, CertificateError):
+        return None
 
 
 _current: Optional[ReloadingContext] = None
