@@ -16,6 +16,15 @@ Public API (reused by the webhook's "add a DNS egress rule" mutation):
   reaches DNS on UDP 53 / TCP 53.
 - `dns_fix_rule(ctx) -> dict`: the egress rule that allows DNS under this configuration.
 
+Who is judged: only policies that isolate egress themselves (an ingress-only policy cannot
+fix DNS; its egress rules would be ignored). A policy that is not in the context's engine
+(an admission candidate) is judged as if it replaced the stored policy of the same name.
+When no pod in view is selected (or no pods were supplied at all), the pod the selector
+describes is judged: exactly the labels it requires (matchLabels, the first `In` value, an
+empty value for `Exists`). A policy that selects that pod selects every pod the subject
+can select only if it needs no more labels - so `{}` allow-dns policies and policies with
+the same or a smaller selector count, narrower ones do not (they may miss real pods).
+
 How "every DNS pod" is judged: the DNS Service balances over all its pods, so a pod class
 has DNS on a protocol when its policies reach every DNS pod in view, or any configured
 node-local address (the node-local cache, not the pod, talks to CoreDNS).
