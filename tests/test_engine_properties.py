@@ -277,7 +277,7 @@ def engine_for(cluster: dict, switch: bool) -> tuple[Engine, dict]:
     return Engine(view, ip_block_matches_pods=switch), pod_objs
 
 
-@settings(max_examples=300, derandomize=True, database=None, deadline=None,
+@settings(max_examples=250, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(clusters(), st.booleans())
 def test_engine_agrees_with_reference(cluster, switch):
@@ -308,3 +308,26 @@ def test_reference_selector_semantics_spot_checks():
     assert ref_policy_types({"egress": []}) == {"Ingress"}
     assert ref_policy_types({"egress": [{}]}) == {"Ingress", "Egress"}
     assert ref_policy_types({"policyTypes": ["Ingress"], "egress": [{}]}) == {"Ingress"}
+
+
+@settings(max_examples=60, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(clusters(), st.booleans(), st.sampled_from((None, (80, "TCP"), (53, "UDP"), ("http", "TCP"),
+                                                  ("metrics", "UDP"), ("http", "SCTP"))))
+def test_matrix_agrees_with_engine(cluster, switch, port):
+    """The matrix's set-based shortcut gives engine.evaluate()'s answer for every cell."""
+    from webhook.policy.matrix import PortQuery, compute
+
+    engine, pod_objs = engine_for(cluster, switch)
+    eps = [Endpoint.of_pod(pod_objs[p["name"]]) for p in cluster["pods"]]
+    sources = eps + [Endpoint.of_ip(EXTERNAL[0])]
+    matrix = compute(engine, sources, eps, PortQuery(*port) if port else None)
+    by_name = {e.describe(): e for e in sources}
+    expected_cells = sum(len({(c.port, c.protocol) for c in e.pod.ports}) if port is None else
+                         (1 if isinstance(port[0], int) or e.pod.named_port(port[0], port[1]) else 0)
+                         for e in eps) * len(sources)
+    assert len(matrix.cells) == expected_cells
+    for cell in matrix.cells:
+        verdict = engine.evaluate(by_name[cell.source], by_name[cell.destination], cell.port, cell.protocol)
+        assert cell.allowed == verdict.allowed, (cell.key, verdict.explain())
+        assert cell.verdict.allowed == verdict.allowed

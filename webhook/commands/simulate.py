@@ -231,8 +231,11 @@ def render_matrix(m, explain: bool = False) -> str:
             out.append(f"{s:<{width}}  {marks}")
         out.append("")
         out.append("destinations:")
+        dst_ports: dict[str, set[str]] = {}
+        for c in m.cells:
+            dst_ports.setdefault(c.destination, set()).add(c.port_label)
         for i, d in enumerate(m.destinations):
-            ports = sorted({c.port_label for c in m.cells if c.destination == d}, key=_port_order)
+            ports = sorted(dst_ports.get(d, ()), key=_port_order)
             out.append(f"{i + 1:>{num_w + 2}}  {d}  {' '.join(ports) if ports else '(no port)'}")
         partial = [(s, d) for s in m.sources for d in m.destinations if _cell_mark(m.cells_for(s, d)) == "~"]
         if partial and not explain:
@@ -311,7 +314,9 @@ def render_diff(d, old_path: str, new_path: str) -> str:
             out.append("  none")
         for ch in changes:
             c = ch.cell
-            why = c.verdict.reason() if mark == "+" else c.verdict.reason()
+            why = f"now {c.verdict.reason()}"
+            if mark == "-":  # a reviewer asks what used to allow it
+                why += f"; was {ch.before.reason()}"
             out.append(f"  {mark} {c.source} -> {c.destination} {c.port_label}  ({why})")
     if d.added:
         out.append("")

@@ -11,10 +11,11 @@ of full cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from webhook.cluster.objects import Pod
 from webhook.policy.engine import Endpoint, Engine, Verdict
+from webhook.policy.model import EGRESS, INGRESS
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -30,19 +31,23 @@ class PortQuery:
         return f"{self.port}/{self.protocol}"
 
 
-@dataclass(frozen=True)
 class Cell:
-    """One flow of the matrix: source -> destination on one port."""
+    """One flow of the matrix: source -> destination on one port. `allowed` is computed with
+    the matrix; the full verdict (which policies and rules decide) only when asked for."""
 
-    source: str
-    destination: str
-    port: int
-    protocol: str
-    verdict: Verdict
+    __slots__ = ("source", "destination", "port", "protocol", "allowed", "_src", "_dst", "_engine", "_verdict")
+
+    def __init__(self, source: Endpoint, destination: Endpoint, port: int, protocol: str, allowed: bool,
+                 engine: Engine, names: tuple[str, str] | None = None, verdict: Verdict | None = None):
+        self.source, self.destination = names or (source.describe(), destination.describe())
+        self.port, self.protocol, self.allowed = port, protocol, allowed
+        self._src, self._dst, self._engine, self._verdict = source, destination, engine, verdict
 
     @property
-    def allowed(self) -> bool:
-        return self.verdict.allowed
+    def verdict(self) -> Verdict:
+        if self._verdict is None:
+            self._verdict = self._engine.evaluate(self._src, self._dst, self.port, self.protocol)
+        return self._verdict
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -130,39 +135,131 @@ def _ports_for(query: Optional[PortQuery], destination: Endpoint) -> list[tuple[
     return [] if number is None else [(number, query.protocol)]
 
 
+ALL = None  # an allowed-set meaning "every endpoint" (the side is not isolated)
+
+
+class _AllowedSets:
+    """For one direction: which peers each subject class admits on a port, as sets of class ids.
+
+    Built from the engine's own primitives (policies_selecting, peer_matches, port_matches),
+    so a cell's `allowed` equals engine.evaluate(); but each rule's peers are matched once per
+    endpoint class, and each (subject class, port) costs one union of sets, so a pair of pods
+    costs two set lookups instead of a walk over policies and rules.
+    """
+
+    def __init__(self, engine: Engine, direction: str, classes: dict[int, Endpoint]):
+        self.engine, self.direction, self.classes = engine, direction, classes
+        self.selecting: dict[int, list] = {}
+        self.peer_sets: dict[int, frozenset[int] | None] = {}  # id(rule) -> classes its peers match
+        self.port_sets: dict[tuple, frozenset[int] | None] = {}  # (id(rule), port, proto) -> dst classes
+        self.allowed: dict[tuple, frozenset[int] | None] = {}
+        self._rules: dict[int, tuple] = {}
+
+    def _policies(self, cls: int) -> list:
+        found = self.selecting.get(cls)
+        if found is None:
+            ep = self.classes[cls]
+            found = self.engine.policies_selecting(ep.pod, self.direction) if ep.pod is not None else []
+            self.selecting[cls] = found
+        return found
+
+    def _peers(self, policy, rule) -> frozenset[int] | None:
+        key = id(rule)
+        if key not in self.peer_sets:
+            self._rules[key] = (policy, rule)  # keep the rule alive while its id is a key
+            if not rule.peers:
+                self.peer_sets[key] = ALL
+            else:
+                self.peer_sets[key] = frozenset(
+                    c for c, ep in self.classes.items()
+                    if any(self.engine.peer_matches(policy, pe, ep) for pe in rule.peers))
+        return self.peer_sets[key]
+
+    def _ports(self, rule, port: int, proto: str) -> frozenset[int] | None:
+        """Destination classes on which the rule's ports admit port/proto (ALL: every one)."""
+        if not rule.ports:
+            return ALL
+        key = (id(rule), port, proto)
+        if key not in self.port_sets:
+            if not any(isinstance(sp.port, str) for sp in rule.ports):
+                ok = any(sp.matches_number(port, proto) for sp in rule.ports)
+                self.port_sets[key] = ALL if ok else frozenset()
+            else:  # named ports resolve per destination
+                self.port_sets[key] = frozenset(
+                    c for c, ep in self.classes.items()
+                    if any(self.engine.port_matches(sp, port, proto, ep) for sp in rule.ports))
+        return self.port_sets[key]
+
+    def admits(self, subject_cls: int, peer_cls: int, dst_cls: int, port: int, proto: str) -> bool:
+        """Whether the subject's side allows the flow to/from peer_cls (dst_cls: the destination)."""
+        pols = self._policies(subject_cls)
+        if not pols:
+            return True
+        if self.direction == INGRESS:
+            # the destination is the subject: named ports resolve on it, one answer per (subject, port)
+            key = (subject_cls, port, proto)
+            sources = self.allowed.get(key, 0)
+            if sources == 0:
+                sources = frozenset()
+                for pol in pols:
+                    for rule in pol.rules_for(INGRESS):
+                        ports = self._ports(rule, port, proto)
+                        if ports is not ALL and subject_cls not in ports:
+                            continue
+                        peers = self._peers(pol, rule)
+                        if peers is ALL:
+                            sources = ALL
+                            break
+                        sources = sources | peers
+                    if sources is ALL:
+                        break
+                self.allowed[key] = sources
+            return sources is ALL or peer_cls in sources
+        key = (subject_cls, port, proto)
+        parts = self.allowed.get(key, 0)
+        if parts == 0:
+            parts = []  # (peer set, port set) per rule: both must hold for the destination
+            for pol in pols:
+                for rule in pol.rules_for(EGRESS):
+                    ports = self._ports(rule, port, proto)
+                    if ports is not ALL and not ports:
+                        continue
+                    parts.append((self._peers(pol, rule), ports))
+            self.allowed[key] = parts
+        return any((peers is ALL or dst_cls in peers) and (ports is ALL or dst_cls in ports)
+                   for peers, ports in parts)
+
+
 def compute(engine: Engine, sources: Sequence[Endpoint], destinations: Sequence[Endpoint],
             query: Optional[PortQuery] = None) -> Matrix:
     """Every flow from each source to each destination (itself included: pods of one
-    workload talk to each other through the same policies) on the queried port(s)."""
+    workload talk to each other through the same policies) on the queried port(s).
+    Each cell's `allowed` equals engine.evaluate() for that flow (tests hold it to that)."""
     with_ips = engine.ip_block_matches_pods
-    memo: dict[tuple, Verdict] = {}
+    class_ids: dict[tuple, int] = {}
+    classes: dict[int, Endpoint] = {}
+
+    def cls(ep: Endpoint) -> int:
+        key = endpoint_class(ep, with_ips)
+        c = class_ids.get(key)
+        if c is None:
+            c = class_ids[key] = len(class_ids)
+            classes[c] = ep
+        return c
+
+    srcs = [(s, s.describe(), cls(s)) for s in sources]
+    dsts = [(d, d.describe(), cls(d), _ports_for(query, d)) for d in destinations]
+    egress = _AllowedSets(engine, EGRESS, classes)
+    ingress = _AllowedSets(engine, INGRESS, classes)
     cells: list[Cell] = []
-    not_applicable: set[str] = set()
-    dst_ports = [(d, _ports_for(query, d)) for d in destinations]
-    for d, ports in dst_ports:
-        if not ports:
-            not_applicable.add(d.describe())
-    for s in sources:
-        s_cls = endpoint_class(s, with_ips)
-        for d, ports in dst_ports:
-            d_cls = endpoint_class(d, with_ips)
+    not_applicable = {name for _, name, _, ports in dsts if not ports}
+    for s, s_name, s_cls in srcs:
+        for d, d_name, d_cls, ports in dsts:
             for port, proto in ports:
-                key = (s_cls, d_cls, port, proto)
-                v = memo.get(key)
-                if v is None:
-                    v = memo[key] = engine.evaluate(s, d, port, proto)
-                # the memoized verdict may name another pod of the class: name these ones
-                if v.source != s.describe() or v.destination != d.describe():
-                    v = Verdict(s.describe(), d.describe(), port, proto,
-                                _renamed(v.egress, s.describe()), _renamed(v.ingress, d.describe()))
-                cells.append(Cell(s.describe(), d.describe(), port, proto, v))
-    return Matrix([s.describe() for s in sources], [d.describe() for d in destinations],
-                  query, cells, not_applicable)
-
-
-def _renamed(side, endpoint: str):
-    from dataclasses import replace
-    return side if side.endpoint == endpoint else replace(side, endpoint=endpoint)
+                ok = (egress.admits(s_cls, d_cls, d_cls, port, proto)
+                      and ingress.admits(d_cls, s_cls, d_cls, port, proto))
+                cells.append(Cell(s, d, port, proto, ok, engine, (s_name, d_name)))
+    return Matrix([x[1] for x in srcs], [x[1] for x in dsts], query, cells, not_applicable)
 
 
 def pods_of(engine: Engine) -> list[Endpoint]:
@@ -216,22 +313,22 @@ def diff(old: Engine, new: Engine) -> Diff:
         b = before.get(c.key)
         if b is None:
             # a port the destination declares only in NEW: compare with how OLD treats it
-            b_verdict = old.evaluate(old_pods[c.source], old_pods[c.destination], c.port, c.protocol)
-        else:
-            b_verdict = b.verdict
-        if c.allowed and not b_verdict.allowed:
-            opened.append(FlowChange(c, b_verdict))
-        elif b_verdict.allowed and not c.allowed:
-            closed.append(FlowChange(c, b_verdict))
+            v = old.evaluate(old_pods[c.source], old_pods[c.destination], c.port, c.protocol)
+            b = Cell(old_pods[c.source], old_pods[c.destination], c.port, c.protocol, v.allowed, old,
+                     verdict=v)
+        if c.allowed != b.allowed:  # verdicts (the slow part) only for the flows that changed
+            (opened if c.allowed else closed).append(FlowChange(c, b.verdict))
     # ports only OLD declared: a flow there that was allowed and now is not counts as closed
     new_keys = {c.key for c in new_m.cells}
     for c in old_m.cells:
         if c.key not in new_keys:
             after = new.evaluate(new_pods[c.source], new_pods[c.destination], c.port, c.protocol)
+            cell = Cell(new_pods[c.source], new_pods[c.destination], c.port, c.protocol, after.allowed,
+                        new, verdict=after)
             if c.allowed and not after.allowed:
-                closed.append(FlowChange(Cell(*c.key, after), c.verdict))
+                closed.append(FlowChange(cell, c.verdict))
             elif after.allowed and not c.allowed:
-                opened.append(FlowChange(Cell(*c.key, after), c.verdict))
+                opened.append(FlowChange(cell, c.verdict))
     order = lambda fc: fc.cell.key  # noqa: E731
     return Diff(sorted(opened, key=order), sorted(closed, key=order),
                 sorted(r for r in new_pods if r not in old_pods),
@@ -255,7 +352,3 @@ def parse_port(text: str) -> PortQuery:
     if problem:
         raise ValueError(f"{text!r}: not a port number, and {problem}")
     return PortQuery(port_s, proto)
-
-
-def iter_unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
