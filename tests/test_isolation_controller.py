@@ -362,3 +362,34 @@ def test_two_controllers_exactly_one_writes_and_the_other_takes_over(kube_api):
             r.elector.stop()
         for c in clients:
             c.close()
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def test_the_controller_command_converges_and_hands_the_lease_back_on_sigterm(kube_api, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
+        f"clusters: [{{name: standin, cluster: {{server: '{kube_api.url}'}}}}]\n"
+        "users: [{name: nobody, user: {}}]\n"
+        "contexts: [{name: standin, context: {cluster: standin, user: nobody}}]\n")
+    kube_api.put_object(namespace("ops"))
+    kube_api.put_object(namespace("shop", "all"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NETPOL_GUARD_", "POD_", "KUBERNETES_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "webhook", "controller", "--kubeconfig", str(kubeconfig),
+                             "--lease-namespace", "ops", "--identity", "cli-test"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies from the command", timeout=30)
+        assert kube_api.get_object("Lease", "ops", "netpol-guard-leader")["spec"]["holderIdentity"] == "cli-test"
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "campaigning for Lease ops/netpol-guard-leader as cli-test" in err
+    assert not kube_api.get_object("Lease", "ops", "netpol-guard-leader")["spec"].get("holderIdentity")

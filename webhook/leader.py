@@ -30,6 +30,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -37,6 +39,26 @@ from typing import Any, Callable, Optional
 log = logging.getLogger(__name__)
 
 Callback = Optional[Callable[[], None]]
+
+
+def default_identity() -> str:
+    """Who we are in the Lease: the pod name (POD_NAME, from the downward API) when in a pod.
+
+    Every process of one pod shares that identity on purpose: the chart grants one Lease
+    name, and the roles that need a single writer (isolation controller, certificate
+    manager) lead together on the elected pod. Outside a pod: hostname_pid."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
+
+
+def default_lease_namespace() -> str:
+    """POD_NAMESPACE, else the service account's namespace file, else netpol-guard."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "netpol-guard"
+    except OSError:
+        return "netpol-guard"
 
 
 def _now_micro() -> str:
@@ -199,6 +221,16 @@ class LeaderElector:
         return (t, t)
 
     def _try_acquire_or_renew(self, now: float) -> bool:
+        # A 409 means someone wrote the Lease since we read it; one immediate re-read settles
+        # the common case of two processes of one pod renewing under the same identity.
+        for _ in range(2):
+            result = self._attempt(now)
+            if result is not None:
+                return result
+        return False
+
+    def _attempt(self, now: float) -> Optional[bool]:
+        """True: we hold the Lease; False: someone else does; None: conflict, read again."""
         from kubernetes.client.exceptions import ApiException
 
         lease = self._read()
@@ -213,7 +245,7 @@ class LeaderElector:
                                                   _request_timeout=self._timeout())
             except ApiException as exc:
                 if exc.status == 409:  # someone else created it first
-                    return False
+                    return None
                 raise
             return True
 
@@ -236,8 +268,8 @@ class LeaderElector:
             resp = self._api.replace_namespaced_lease(self.name, self.namespace, lease, _preload_content=False,
                                                       _request_timeout=self._timeout())
         except ApiException as exc:
-            if exc.status == 409:  # someone wrote it since we read it; look again next round
-                return False
+            if exc.status == 409:  # someone wrote it since we read it
+                return None
             raise
         stored = json.loads(resp.data).get("spec") or {}
         self._observed = (stored.get("holderIdentity") or "", stored.get("renewTime"),

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -427,22 +426,6 @@ def _describe(exc: BaseException) -> str:
 
 # ---- wiring ----------------------------------------------------------------------------------
 
-def default_identity() -> str:
-    """The pod name in a cluster (POD_NAME from the downward API, else the hostname), plus the pid."""
-    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
-
-
-def default_lease_namespace() -> str:
-    """POD_NAMESPACE, else the service account's namespace, else netpol-guard."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-            return f.read().strip() or "netpol-guard"
-    except OSError:
-        return "netpol-guard"
-
-
 class Running:
     """A controller running under leader election; call it (or .stop()) to stop."""
 
@@ -462,7 +445,7 @@ class Running:
 def make_elector(config: Config, api_client: Any, *, lease_namespace: Optional[str] = None,
                  lease_name: Optional[str] = None, identity: Optional[str] = None) -> Any:
     """A LeaderElector from config.leaderElection (one Lease per release: the chart's RBAC names it)."""
-    from webhook.leader import LeaderElector
+    from webhook.leader import LeaderElector, default_identity, default_lease_namespace
 
     le = config.leaderElection
     return LeaderElector(api_client, lease_namespace or default_lease_namespace(), lease_name or le.leaseName,
@@ -493,3 +476,57 @@ def run_in_background(config: Config, api_client: Any, *, elector: Any = None, l
     if not elector.started:
         elector.start()
     return Running(controller, elector, owns)
+
+
+def kube_api_client(kubeconfig: Optional[str] = None) -> Any:
+    """An ApiClient: the in-cluster configuration in a pod, else the kubeconfig (file or default)."""
+    import kubernetes.client
+    import kubernetes.config
+
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            return kubernetes.client.ApiClient(configuration)
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
+
+
+def wait_for_termination() -> None:
+    """Block until SIGTERM or SIGINT (main thread only)."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(1.0):
+        pass
+
+
+def run(options: Any) -> None:
+    """The `serve --controller` entry (webhook.admission.server spawns it as one child of the
+    gunicorn master): the controller under leader election until SIGTERM.
+
+    options: webhook.admission.server.ControllerOptions (config, cluster_paths, dev). With
+    --cluster there is no API server to reconcile against, so the controller stays idle."""
+    config = options.config
+    if getattr(options, "cluster_paths", ()):
+        log.warning("isolation controller idle: serve --cluster reads manifests, there is no cluster to reconcile")
+        wait_for_termination()
+        return
+    try:
+        api_client = kube_api_client()
+    except Exception as exc:  # noqa: BLE001 - no configuration at all
+        if getattr(options, "dev", False):
+            log.warning("isolation controller idle: no cluster configuration (%s)", exc)
+            wait_for_termination()
+            return
+        raise SystemExit(f"isolation controller: no cluster configuration: {exc}") from None
+    running = run_in_background(config, api_client)
+    log.info("isolation controller started (identity %s, Lease %s/%s)", running.elector.identity,
+             running.elector.namespace, running.elector.name)
+    try:
+        wait_for_termination()
+    finally:
+        running.stop()
+        api_client.close()
