@@ -236,7 +236,10 @@ def render_matrix(m, explain: bool = False) -> str:
             dst_ports.setdefault(c.destination, set()).add(c.port_label)
         for i, d in enumerate(m.destinations):
             ports = sorted(dst_ports.get(d, ()), key=_port_order)
-            out.append(f"{i + 1:>{num_w + 2}}  {d}  {' '.join(ports) if ports else '(no port)'}")
+            if m.query is not None and isinstance(m.query.port, int):
+                out.append(f"{i + 1:>{num_w + 2}}  {d}")  # the one port, said in the heading
+            else:
+                out.append(f"{i + 1:>{num_w + 2}}  {d}  {' '.join(ports) if ports else '(no port)'}")
         partial = [(s, d) for s in m.sources for d in m.destinations if _cell_mark(m.cells_for(s, d)) == "~"]
         if partial and not explain:
             out.append("")
