@@ -82,6 +82,14 @@ class ClusterView:
         self._pod_ids: dict[tuple[str, str, str], int] = {}  # (kind, ns, name) -> id
         self._pod_index: dict[str, _LabelIndex] = defaultdict(_LabelIndex)  # per namespace
         self._services: dict[tuple[str, str], Service] = {}
+        # Cross-namespace summaries, kept up to date on every change (never rebuilt on a
+        # query: the live cache changes the view continuously). Values count pods/services
+        # per namespace so removals know when a namespace drops out.
+        self._pair_ns: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        self._key_ns: dict[str, dict[str, int]] = defaultdict(dict)
+        self._port_ns: dict[object, dict[str, int]] = defaultdict(dict)
+        self._services_by_ns: dict[str, dict[str, Service]] = defaultdict(dict)
+        self._service_port_ns: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
         self._policies: dict[str, dict[str, NetworkPolicy]] = defaultdict(dict)
         self._next_id = 0
         # Whether Namespace (resp. Pod/workload) objects were ever supplied. Without
@@ -130,6 +138,27 @@ class ClusterView:
         if name not in self._namespaces:
             self.upsert_namespace(Namespace(name, {NAME_LABEL: name}), implied=True)
 
+    @staticmethod
+    def _count(table: dict, key: object, ns: str, delta: int) -> None:
+        per_ns = table[key]
+        n = per_ns.get(ns, 0) + delta
+        if n > 0:
+            per_ns[ns] = n
+        else:
+            per_ns.pop(ns, None)
+            if not per_ns:
+                del table[key]
+
+    def _summarize_pod(self, pod: Pod, delta: int) -> None:
+        ns = pod.namespace
+        for pair in pod.labels.items():
+            self._count(self._pair_ns, pair, ns, delta)
+            self._count(self._key_ns, pair[0], ns, delta)
+        for p in pod.ports:
+            self._count(self._port_ns, p.port, ns, delta)
+            if p.name:
+                self._count(self._port_ns, p.name, ns, delta)
+
     def upsert_pod(self, pod: Pod) -> None:
         with self.lock:
             self.pods_known = True
@@ -139,6 +168,7 @@ class ClusterView:
             self._pod_ids[key] = pid
             self._pods[pid] = pod
             self._pod_index[pod.namespace].add(pid, pod.labels)
+            self._summarize_pod(pod, +1)
             self.imply_namespace(pod.namespace)
             self._touch()
 
@@ -147,20 +177,33 @@ class ClusterView:
         if pid is not None:
             pod = self._pods.pop(pid)
             self._pod_index[pod.namespace].remove(pid, pod.labels)
+            self._summarize_pod(pod, -1)
 
     def delete_pod(self, namespace: str, name: str, kind: str = "Pod") -> None:
         with self.lock:
             self._remove_pod((kind, namespace, name))
             self._touch()
 
+    def _summarize_service(self, svc: Service, delta: int) -> None:
+        for sp in svc.ports:
+            self._count(self._service_port_ns, (sp.port, sp.protocol), svc.namespace, delta)
+
     def upsert_service(self, svc: Service) -> None:
         with self.lock:
+            self.delete_service(svc.namespace, svc.name)
             self._services[(svc.namespace, svc.name)] = svc
+            self._services_by_ns[svc.namespace][svc.name] = svc
+            self._summarize_service(svc, +1)
             self._touch()
 
     def delete_service(self, namespace: str, name: str) -> None:
         with self.lock:
-            self._services.pop((namespace, name), None)
+            old = self._services.pop((namespace, name), None)
+            if old is not None:
+                self._services_by_ns[namespace].pop(name, None)
+                if not self._services_by_ns[namespace]:
+                    del self._services_by_ns[namespace]
+                self._summarize_service(old, -1)
             self._touch()
 
     def upsert_policy(self, policy: NetworkPolicy) -> None:
@@ -276,7 +319,9 @@ class ClusterView:
 
     def services(self, namespace: str | None = None) -> list[Service]:
         with self.lock:
-            return [s for (ns, _), s in self._services.items() if namespace is None or ns == namespace]
+            if namespace is not None:
+                return list(self._services_by_ns.get(namespace, {}).values())
+            return list(self._services.values())
 
     def policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
         with self.lock:
@@ -314,99 +359,47 @@ def build_view(namespaces: Iterable[Namespace] = (), pods: Iterable[Pod] = (),
 from collections.abc import Set as AbstractSet  # noqa: E402
 
 # The per-namespace pod indexes answer "which pods here"; some checks ask "in which
-# namespaces" (a peer written in the wrong namespace, a named port declared anywhere). These
-# summaries are derived from the indexes once per view generation - from label pairs, not
-# pods, where possible - so one policy's check never walks every namespace's pods.
+# namespaces" (a peer written in the wrong namespace, a named port declared anywhere). The
+# view keeps those summaries current on every change (see _summarize_pod), so one policy's
+# check never walks every namespace's pods and no query ever rebuilds anything.
 
-class _CrossNamespace:
-    def __init__(self, view: ClusterView) -> None:
-        self.generation = view.generation
-        self.ns_by_pair: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self.ns_by_key: dict[str, set[str]] = defaultdict(set)
-        self.with_pods: set[str] = set()
-        self._ports: dict[object, set[str]] | None = None
-        self._services: dict[str, list[Service]] | None = None
-        self._service_ports: dict[tuple[int, str], set[str]] | None = None
-        for ns, idx in view._pod_index.items():
-            if not idx.all:
-                continue
-            self.with_pods.add(ns)
-            for pair in idx.by_pair:
-                self.ns_by_pair[pair].add(ns)
-                self.ns_by_key[pair[0]].add(ns)
-
-    def candidates(self, sel: LabelSelector) -> set[str]:
-        best: set[str] | None = None
-        for pair in sel.match_labels:
-            s = self.ns_by_pair.get(pair, set())
-            if best is None or len(s) < len(best):
-                best = s
-        for r in sel.expressions:
-            if r.operator == "In":
-                s = set()
-                for v in r.values:
-                    s |= self.ns_by_pair.get((r.key, v), set())
-            elif r.operator == "Exists":
-                s = self.ns_by_key.get(r.key, set())
-            else:
-                continue
-            if best is None or len(s) < len(best):
-                best = s
-        return self.with_pods if best is None else best
-
-    def ports(self, view: ClusterView) -> dict[object, set[str]]:
-        """Container port name or number -> namespaces where some pod declares it."""
-        if self._ports is None:
-            out: dict[object, set[str]] = defaultdict(set)
-            for pod in view._pods.values():
-                for p in pod.ports:
-                    out[p.port].add(pod.namespace)
-                    if p.name:
-                        out[p.name].add(pod.namespace)
-            self._ports = out
-        return self._ports
-
-    def services(self, view: ClusterView) -> dict[str, list[Service]]:
-        if self._services is None:
-            out: dict[str, list[Service]] = defaultdict(list)
-            for (ns, _), svc in view._services.items():
-                out[ns].append(svc)
-            self._services = out
-        return self._services
-
-    def service_ports(self, view: ClusterView) -> dict[tuple[int, str], set[str]]:
-        if self._service_ports is None:
-            out: dict[tuple[int, str], set[str]] = defaultdict(set)
-            for (ns, _), svc in view._services.items():
-                for sp in svc.ports:
-                    out[(sp.port, sp.protocol)].add(ns)
-            self._service_ports = out
-        return self._service_ports
-
-
-def _cross(view: ClusterView) -> _CrossNamespace:
-    cached = getattr(view, "_cross_cache", None)
-    if cached is None or cached.generation != view.generation:
-        cached = _CrossNamespace(view)
-        view._cross_cache = cached  # type: ignore[attr-defined]
-    return cached
+def _namespace_candidates(view: ClusterView, sel: LabelSelector) -> AbstractSet[str]:
+    """Namespaces that may hold a pod `sel` selects: a superset, from the label-pair summary."""
+    best: AbstractSet[str] | None = None
+    for pair in sel.match_labels:
+        s = view._pair_ns.get(pair, {}).keys()
+        if best is None or len(s) < len(best):
+            best = s
+    for r in sel.expressions:
+        if r.operator == "In":
+            s = set()
+            for v in r.values:
+                s |= view._pair_ns.get((r.key, v), {}).keys()
+        elif r.operator == "Exists":
+            s = view._key_ns.get(r.key, {}).keys()
+        else:
+            continue
+        if best is None or len(s) < len(best):
+            best = s
+    if best is None:
+        return {ns for ns, idx in view._pod_index.items() if idx.all}
+    return set(best)
 
 
 def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: LabelSelector | None = None,
                          exclude: Iterable[str] = (), limit: int | None = None) -> list[str]:
     """Sorted namespaces holding a pod (or template) `sel` selects, optionally only those whose
-    labels `ns_selector` matches. Candidates come from the cross-namespace pair index, so the
+    labels `ns_selector` matches. Candidates come from the cross-namespace pair summary, so the
     cost follows the namespaces that carry the selector's labels, not the cluster's size."""
     with view.lock:
-        cross = _cross(view)
         skip = set(exclude)
-        candidates = cross.candidates(sel)
+        candidates = _namespace_candidates(view, sel)
         if ns_selector is not None:
             # Walk the smaller side: namespaces carrying the pod labels, or the namespaces
             # the namespace selector can match (from the namespace label index).
             ns_ids = view._ns_index.candidates(ns_selector)
             if len(ns_ids) < len(candidates):
-                candidates = {view._ns_by_id[i] for i in ns_ids} & cross.with_pods
+                candidates = {view._ns_by_id[i] for i in ns_ids} & set(candidates)
         out = []
         for ns in sorted(candidates):
             if ns in skip:
@@ -422,19 +415,17 @@ def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: 
 
 def namespaces_declaring_port(view: ClusterView, port: int | str) -> AbstractSet[str]:
     """Namespaces where some pod or template declares a container port of that number or name.
-    Read-only: the summary's own set (copying thousands of names per question would cost more
-    than the question)."""
+    A copy: callers iterate outside the lock while the live cache keeps changing the view."""
     with view.lock:
-        return _cross(view).ports(view).get(port, frozenset())
+        return frozenset(view._port_ns.get(port, ()))
 
 
 def services_in(view: ClusterView, namespace: str) -> list[Service]:
     """The Services of one namespace, without walking every Service in the cluster."""
-    with view.lock:
-        return list(_cross(view).services(view).get(namespace, ()))
+    return view.services(namespace)
 
 
 def namespaces_with_service_port(view: ClusterView, port: int, protocol: str) -> AbstractSet[str]:
     """Namespaces where some Service exposes `port`/`protocol` (read-only)."""
     with view.lock:
-        return _cross(view).service_ports(view).get((port, protocol), frozenset())
+        return frozenset(view._service_port_ns.get((port, protocol), ()))

@@ -8,7 +8,11 @@ import yaml
 
 def snippet(obj: Any) -> str:
     """Block-style YAML for a fix, without a trailing newline."""
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100).rstrip("\n")
+    # The C dumper: findings on 10,000 policies render thousands of snippets.
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100).rstrip("\n")
+
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def dns_egress_rule(namespace: str, pod_labels: dict[str, str], node_local: tuple[str, ...] = ()) -> dict:

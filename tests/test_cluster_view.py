@@ -1,0 +1,62 @@
+"""The cluster view answers selector questions from its indexes, and stays right as it changes."""
+from webhook.cluster.objects import ContainerPort, Namespace, Pod, Service, ServicePort
+from webhook.cluster.view import (ClusterView, namespaces_declaring_port, namespaces_with_pods,
+                                  namespaces_with_service_port)
+from webhook.policy.selectors import LabelSelector, Requirement
+
+
+def sel(**labels):
+    return LabelSelector(tuple(sorted(labels.items())))
+
+
+def test_selectors_with_every_operator_use_the_index_and_match_exactly():
+    view = ClusterView()
+    view.upsert_pod(Pod("a", "p1", {"app": "web", "tier": "front"}))
+    view.upsert_pod(Pod("a", "p2", {"app": "api"}))
+    view.upsert_pod(Pod("b", "p3", {"app": "web"}))
+    names = lambda s, ns="a": sorted(p.name for p in view.select_pods(ns, s))
+    assert names(sel(app="web")) == ["p1"]
+    assert names(LabelSelector()) == ["p1", "p2"]
+    assert names(LabelSelector((), (Requirement("app", "In", frozenset({"web", "api"})),))) == ["p1", "p2"]
+    assert names(LabelSelector((), (Requirement("tier", "NotIn", frozenset({"front"})),))) == ["p2"]
+    assert names(LabelSelector((), (Requirement("tier", "Exists", frozenset()),))) == ["p1"]
+    assert names(LabelSelector((), (Requirement("tier", "DoesNotExist", frozenset()),))) == ["p2"]
+
+
+def test_namespaces_carry_their_automatic_name_label_even_when_only_implied():
+    view = ClusterView()
+    view.upsert_pod(Pod("shop", "p", {}))
+    assert view.select_namespaces(sel(**{"kubernetes.io/metadata.name": "shop"})) == ["shop"]
+    assert not view.namespaces_known and view.pods_known
+    view.upsert_namespace(Namespace("shop", {"kubernetes.io/metadata.name": "shop", "team": "x"}))
+    assert view.namespaces_known and view.select_namespaces(sel(team="x")) == ["shop"]
+
+
+def test_cross_namespace_summaries_follow_adds_relabels_and_deletes():
+    view = ClusterView()
+    view.upsert_pod(Pod("a", "db", {"app": "db"}, (ContainerPort(5432, "TCP", "pg"),)))
+    view.upsert_pod(Pod("b", "db", {"app": "db"}, (ContainerPort(5432, "TCP", "pg"),)))
+    assert namespaces_with_pods(view, sel(app="db")) == ["a", "b"]
+    assert namespaces_declaring_port(view, "pg") == {"a", "b"}
+    view.upsert_pod(Pod("b", "db", {"app": "postgres"}, (ContainerPort(5433, "TCP", "pg2"),)))  # relabel
+    assert namespaces_with_pods(view, sel(app="db")) == ["a"]
+    assert namespaces_declaring_port(view, 5432) == {"a"} and namespaces_declaring_port(view, 5433) == {"b"}
+    view.delete_pod("a", "db")
+    assert namespaces_with_pods(view, sel(app="db")) == []
+    assert namespaces_declaring_port(view, "pg") == frozenset()
+    view.upsert_service(Service("a", "api", {"app": "api"}, (ServicePort(80, 8080),)))
+    assert namespaces_with_service_port(view, 80, "TCP") == {"a"} and len(view.services("a")) == 1
+    view.upsert_service(Service("a", "api", {"app": "api"}, (ServicePort(81, 8080),)))
+    assert namespaces_with_service_port(view, 80, "TCP") == frozenset()
+    view.delete_service("a", "api")
+    assert view.services("a") == [] and namespaces_with_service_port(view, 81, "TCP") == frozenset()
+
+
+def test_workload_templates_and_pods_of_the_same_name_are_kept_apart():
+    view = ClusterView()
+    view.upsert_pod(Pod("a", "api", {"app": "api"}, kind="Deployment"))
+    view.upsert_pod(Pod("a", "api", {"app": "api", "pod": "yes"}))
+    assert len(view.select_pods("a", sel(app="api"))) == 2
+    assert view.find_pod("a", "api").kind == "Pod"
+    view.delete_pod("a", "api")
+    assert view.find_pod("a", "api").kind == "Deployment"
