@@ -261,7 +261,13 @@ class _KindCache:
                 # The first page's version: a consistent snapshot's version on a real server, and
                 # never later than any page's contents - watching from it can only replay, not miss.
                 list_rv = str(meta.get("resourceVersion") or "")
-            for obj in page.get("items") or ():
+            items = page.pop("items", None) or []
+            token = meta.get("continue") or None
+            del page
+            while items:
+                # Consume the page as it is parsed: each raw object (kilobytes of JSON we do not
+                # keep) is freed at once, so the peak is one page, not one page plus its parse.
+                obj = items.pop()
                 if not isinstance(obj, dict):
                     continue
                 key = self.adapter.key(obj)
@@ -270,7 +276,6 @@ class _KindCache:
                     seen[key] = (rv, None)  # unchanged: nothing to parse or apply
                 else:
                     seen[key] = (rv, self._parse(obj))
-            token = meta.get("continue") or None
             if not token or stop.is_set():
                 break
         if stop.is_set():
