@@ -122,6 +122,7 @@ class Controller:
         self.queue.shutdown()
         for t in self._threads:
             t.join(timeout=self._timeout + 5)
+        self.events.stop()
         self.namespaces.stop()
         self.policies.stop()
 

@@ -5,14 +5,18 @@ Events are writes too, and a steady state must make none: conditions that persis
 unknown label value, a name taken by someone else's policy) are reported once, and again
 only when the message changes or the condition cleared in between (`once`). Events that
 accompany a real change (created, restored, removed) are always recorded.
+
+Events are sent by one background thread, so a reconcile never waits for its
+explanation: after a burst of labels every namespace's policies come first.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import queue
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,15 @@ class EventRecorder:
         self._reported: dict[tuple[str, str], str] = {}  # (namespace, reason) -> message
         self.recorded = 0
         self.failed = 0
+        self._pending: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._sender: Optional[threading.Thread] = None
+        self._closed = False
 
     def record(self, namespace: Mapping[str, Any], type_: str, reason: str, message: str, *,
                once: bool = False) -> bool:
-        """Write one Event about `namespace` (the Namespace object); returns whether one was written.
-        Failures are logged, never raised: an Event is an explanation, not the work."""
+        """Queue one Event about `namespace` (the Namespace object); returns whether one was queued
+        (False: a `once` event already reported). Failures are logged, never raised: an Event
+        is an explanation, not the work."""
         meta = namespace.get("metadata") or {}
         name = meta.get("name", "")
         key = (name, reason)
@@ -55,19 +63,48 @@ class EventRecorder:
             "reportingComponent": COMPONENT, "reportingInstance": self._instance or COMPONENT,
             "action": reason, "firstTimestamp": stamp, "lastTimestamp": stamp, "eventTime": micro, "count": 1,
         }
+        with self._lock:
+            if self._closed:
+                return False
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="isolation-events", daemon=True)
+                self._sender.start()
+        self._pending.put((name, body, key if once else None))
+        return True
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._pending.get()
+            try:
+                if item is None:
+                    return
+                self._send(*item)
+            finally:
+                self._pending.task_done()
+
+    def _send(self, name: str, body: dict, once_key: Optional[tuple]) -> None:
         try:
             self._core.create_namespaced_event(name, body, _preload_content=False, _request_timeout=self._timeout)
         except Exception as exc:  # noqa: BLE001
             with self._lock:
                 self.failed += 1
-                if once:  # let a later reconcile try again
-                    self._reported.pop(key, None)
-            log.warning("namespace %s: could not record event %s: %s", name, reason,
+                if once_key is not None:  # let a later reconcile try again
+                    self._reported.pop(once_key, None)
+            log.warning("namespace %s: could not record event %s: %s", name, body["reason"],
                         getattr(exc, "status", None) or exc)
-            return False
+            return
         with self._lock:
             self.recorded += 1
-        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued (up to `timeout`), then stop the sender."""
+        with self._lock:
+            self._closed = True
+            sender = self._sender
+        if sender is None:
+            return
+        self._pending.put(None)
+        sender.join(timeout)
 
     def clear(self, namespace: str, reason: str) -> None:
         """The condition behind a `once` event is gone; report it again if it comes back."""
