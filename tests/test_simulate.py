@@ -36,6 +36,8 @@ CASES = {
     "matrix-metrics-explain.json": ["--port", "metrics", "--format", "json", "--explain"],
     "row-frontend.txt": ["--from", "shop/frontend"],
     "column-db-explain.txt": ["--to", "shop/db", "--explain"],
+    "flow-service-ip.txt": ["--from", "shop/frontend", "--to", "10.96.12.34", "--port", "80"],
+    "flow-service-ip.json": ["--from", "shop/api", "--to", "10.96.0.10", "--port", "53/UDP", "--format", "json"],
     "diff.txt": DIFF,
     "diff.json": DIFF + ["--format", "json"],
 }
@@ -157,6 +159,15 @@ def test_cli_usage_errors_exit_2(args, message):
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_service_ip_is_translated_to_pods_and_target_port(capsys, monkeypatch):
+    # frontend's policy allows egress to api on 8080 only: the Service port 80 is translated first
+    _, out = run_inprocess(capsys, monkeypatch, ["--from", "shop/frontend", "--to", "10.96.12.34",
+                                                 "--port", "80", "--format", "json"])
+    d = json.loads(out)
+    assert d["allowed"] is True and d["service"] == "shop/api"
+    assert [(b["to"], b["port"]) for b in d["backends"]] == [("shop/deployment/api", 8080)]
 
 
 def test_cli_unusable_files_exit_2_naming_file_and_line(tmp_path):

@@ -21,7 +21,8 @@ directories, may be repeated): Namespaces, Pods, workloads, Services and Network
 
 NS/NAME names a Pod, or a workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
 CronJob) by its own name, standing for its template's pods. An IP address stands for an
-endpoint outside the cluster (or the pod that has it).
+endpoint outside the cluster, or the pod that has it; --to a Service's ClusterIP checks
+each backing pod on the Service's targetPort, as policies see the traffic.
 --port PORT[/PROTO]: 8080/TCP, 53/UDP, 8080 (TCP), or a port name resolved against each
 destination's container ports. Without --port, the matrix covers every declared container
 port of each destination.
@@ -83,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     src = resolve_endpoint(engine, args.source, "--from") if args.source else None
     dst = resolve_endpoint(engine, args.destination, "--to") if args.destination else None
+    if isinstance(dst, ServiceTarget):
+        if src is None:
+            raise UsageError(f"--to {args.destination} is a Service IP: give --from (and --port) to check a "
+                             "flow to it, or name its pods with --to for a column")
+        return _run_service_flow(args, engine, src, dst, query)
     if src is not None and dst is not None:
         return _run_flow(args, engine, src, dst, query)
     return _run_matrix(args, engine, src, dst, query)
@@ -128,6 +134,12 @@ def resolve_endpoint(engine, text: str, flag: str):
         for pod in engine.view.pods():
             if str(ip) in pod.ips:
                 return Endpoint.of_pod(pod)
+        svc = service_with_ip(engine.view, str(ip))
+        if svc is not None:
+            if flag != "--to":
+                raise UsageError(f"{flag} {text} is the ClusterIP of Service {svc.key}; traffic never "
+                                 "comes from a Service: name a pod or workload")
+            return ServiceTarget(svc, backends(engine.view, svc))
         return Endpoint.of_ip(ip)
     ns, sep, name = text.partition("/")
     if not sep or not ns or not name or "/" in name:
@@ -139,6 +151,78 @@ def resolve_endpoint(engine, text: str, flag: str):
                 else f"; the cluster has no pods or workloads in namespace {ns!r}")
         raise UsageError(f"{flag} {text}: no such pod or workload{hint}")
     return Endpoint.of_pod(pod)
+
+
+class ServiceTarget:
+    """`--to <ClusterIP>`: policies never see the Service. kube-proxy (or the CNI) translates
+    the address to one of its pods and the port to the targetPort first, so a flow to a
+    Service is a flow to each backing pod on the translated port."""
+
+    def __init__(self, service, pods):
+        self.service, self.pods = service, pods
+
+    def describe(self) -> str:
+        return f"service {self.service.key}"
+
+    def translate(self, query, pod) -> tuple[int, str] | None:
+        """(pod port, protocol) for a Service port, or None when the Service has no such port."""
+        for sp in self.service.ports:
+            if sp.protocol.upper() != query.protocol:
+                continue
+            if sp.port == query.port or (isinstance(query.port, str) and sp.name == query.port):
+                if isinstance(sp.target_port, int):
+                    return sp.target_port, query.protocol
+                number = pod.named_port(sp.target_port, query.protocol)
+                return (number, query.protocol) if number is not None else None
+        return None
+
+
+def service_with_ip(view, ip: str):
+    for svc in view.services():
+        if ip in svc.cluster_ips:
+            return svc
+    return None
+
+
+def backends(view, svc) -> list:
+    from webhook.policy.engine import Endpoint
+    from webhook.policy.selectors import LabelSelector
+
+    if not svc.selector:
+        return []
+    sel = LabelSelector(tuple(sorted(svc.selector.items())))
+    return [Endpoint.of_pod(p) for p in sorted(view.select_pods(svc.namespace, sel), key=lambda p: p.ref)]
+
+
+def _run_service_flow(args, engine, src, target: "ServiceTarget", query) -> int:
+    from webhook.cli import UsageError
+
+    if query is None:
+        raise UsageError("--to a Service IP needs --port (the Service's port, e.g. --port 80)")
+    if not target.pods:
+        raise UsageError(f"--to {args.destination}: Service {target.service.key} selects no pod or "
+                         "workload in the manifests")
+    verdicts = []
+    for pod in target.pods:
+        translated = target.translate(query, pod.pod)
+        if translated is None:
+            ports = ", ".join(f"{p.port}/{p.protocol}" for p in target.service.ports) or "none"
+            raise UsageError(f"--port {query.describe()}: Service {target.service.key} has no such port "
+                             f"(its ports: {ports}) or its targetPort is not declared by {pod.describe()}")
+        verdicts.append(engine.evaluate(src, pod, *translated))
+    allowed = all(v.allowed for v in verdicts)
+    if args.format == "json":
+        print(json.dumps({"allowed": allowed, "service": target.service.key,
+                          "servicePort": query.describe(), "backends": [v.to_dict() for v in verdicts]},
+                         indent=2))
+        return 0
+    print(f"{src.describe()} -> service {target.service.key} {query.describe()}: "
+          f"{'allowed' if allowed else 'denied'} (policies see the backing pods and the targetPort)")
+    for v in verdicts:
+        print(f"  {v.destination} {v.port}/{v.protocol}: {'allowed' if v.allowed else 'denied'}")
+        print("    " + v.egress.explain())
+        print("    " + v.ingress.explain())
+    return 0
 
 
 # --- one flow -----------------------------------------------------------------------------
