@@ -508,15 +508,16 @@ def run(options: Any) -> None:
     """The `serve --controller` entry (webhook.admission.server spawns it as one child of the
     gunicorn master): the controller under leader election until SIGTERM.
 
-    options: webhook.admission.server.ControllerOptions (config, cluster_paths, dev). With
-    --cluster there is no API server to reconcile against, so the controller stays idle."""
+    options: webhook.admission.server.ControllerOptions (config, cluster_paths, dev; and
+    kubeconfig, if it has that field). With --cluster there is no API server to reconcile
+    against, so the controller stays idle."""
     config = options.config
     if getattr(options, "cluster_paths", ()):
         log.warning("isolation controller idle: serve --cluster reads manifests, there is no cluster to reconcile")
         wait_for_termination()
         return
     try:
-        api_client = kube_api_client()
+        api_client = kube_api_client(getattr(options, "kubeconfig", None))
     except Exception as exc:  # noqa: BLE001 - no configuration at all
         if getattr(options, "dev", False):
             log.warning("isolation controller idle: no cluster configuration (%s)", exc)
