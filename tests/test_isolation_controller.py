@@ -389,7 +389,11 @@ def test_the_controller_command_converges_and_hands_the_lease_back_on_sigterm(ku
         assert kube_api.get_object("Lease", "ops", "netpol-guard-leader")["spec"]["holderIdentity"] == "cli-test"
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # by its process id only
+            out, err = proc.communicate()
     assert proc.returncode == 0, err
     assert "campaigning for Lease ops/netpol-guard-leader as cli-test" in err
     assert not kube_api.get_object("Lease", "ops", "netpol-guard-leader")["spec"].get("holderIdentity")
