@@ -109,19 +109,17 @@ def _namespaced_key(obj: dict) -> tuple[str, str]:
 
 
 def _slim_policy(obj: dict) -> dict:
-    """The policy without what no rule reads but would be kept in `raw`: managedFields and the
-    last-applied copy of the whole object (often larger than the policy itself)."""
-    meta = dict(_meta(obj))
-    meta.pop("managedFields", None)
-    annotations = meta.get("annotations")
+    """The policy as the rules need it, which is also what the model keeps in `raw`: no status,
+    no managedFields, no last-applied copy of the whole object (often larger than the policy
+    itself), no server bookkeeping (uid, timestamps, resourceVersion, generation)."""
+    meta = _meta(obj)
+    slim_meta = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    annotations = slim_meta.get("annotations")
     if isinstance(annotations, dict) and LAST_APPLIED in annotations:
-        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    slim = {k: v for k, v in obj.items() if k != "status"}
-    slim["metadata"] = meta
+        slim_meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     # List items come without kind/apiVersion; the parser wants them as a manifest has them.
-    slim.setdefault("apiVersion", "networking.k8s.io/v1")
-    slim.setdefault("kind", "NetworkPolicy")
-    return slim
+    return {"apiVersion": obj.get("apiVersion") or "networking.k8s.io/v1",
+            "kind": obj.get("kind") or "NetworkPolicy", "metadata": slim_meta, "spec": obj.get("spec")}
 
 
 def _adapters(interner: _Interner) -> dict[str, _KindAdapter]:
