@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                              "flow to it, or name its pods with --to for a column")
         return _run_service_flow(args, engine, src, dst, query)
     if src is not None and dst is not None:
+        if args.dot:
+            raise UsageError("--dot draws a matrix: leave out --from or --to")
         return _run_flow(args, engine, src, dst, query)
     return _run_matrix(args, engine, src, dst, query)
 

@@ -98,6 +98,7 @@ class Matrix:
         return {"port": self.query.describe() if self.query else None,
                 "sources": self.sources, "destinations": self.destinations,
                 "flows": [c.to_dict(explain) for c in self.cells],
+                "noPort": sorted(self.not_applicable),  # destinations the port does not exist on
                 "summary": self.summary()}
 
 
