@@ -228,6 +228,19 @@ def test_gone_relists_and_reflects_what_changed_during_the_gap(kube_api, live):
     assert view.generation - generation_before < 10
 
 
+def test_a_410_answer_to_a_watch_request_relists(kube_api, live):
+    seed(kube_api)
+    source = live(page_size=2)  # several pages per list, so relists page too
+    pods = source._kind("pods")
+    kube_api.inject_failure("GET", r"^/api/v1/pods$", status=410, count=1)
+    kube_api.drop_watches()
+    kube_api.put_object(pod("shop", "web-5", {"app": "web"}))
+    wait_for(lambda: pods.relists >= 1 and source.view.find_pod("shop", "web-5") is not None,
+             "a relist of pods after the 410")
+    assert pod_names(source.view, "shop", APP("web")) == ["web-1", "web-2", "web-5"]
+    assert pods.errors == 0  # expected protocol, not a failure
+
+
 def test_injected_500s_on_list_are_retried_until_ready(kube_api, live):
     seed(kube_api)
     kube_api.inject_failure("GET", r"^/api/v1/pods$", status=500, count=3)

@@ -327,19 +327,18 @@ class _KindCache:
                 elif not stop.is_set():
                     # The server closed an empty stream quickly: do not spin on it.
                     stop.wait(self.backoff.next_delay())
-            except watching.WatchGone as exc:
-                if stop.is_set():
-                    break
-                need_list = True
-                log.info("live cache: %s: resourceVersion expired (%s); relisting", self.kind.name, exc)
-                self.gone_streak += 1
-                if self.gone_streak > 1:  # Gone again right after a relist: back off, do not spin
-                    stop.wait(self.backoff.next_delay())
             except Exception as exc:  # noqa: BLE001 - every failure is retried; the view stays
                 if stop.is_set():
                     break
-                if watching.http_status(exc) == 410:  # an expired continue token, or 410 as a status
+                # 410 Gone: as a watch ERROR event, as the watch's HTTP status, or an expired
+                # continue token on a list. The history no longer reaches us: relist.
+                if isinstance(exc, watching.WatchGone) or watching.http_status(exc) == 410:
                     need_list = True
+                    log.info("live cache: %s: resourceVersion expired (%s); relisting", self.kind.name,
+                             _describe(exc))
+                    self.gone_streak += 1
+                    if self.gone_streak > 1:  # Gone again right after a relist: back off, do not spin
+                        stop.wait(self.backoff.next_delay())
                     continue
                 self.errors += 1
                 self.last_error = _describe(exc)
