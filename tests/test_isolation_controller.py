@@ -95,6 +95,75 @@ def label(core, ns: str, value: str | None) -> None:
     core.patch_namespace(ns, {"metadata": {"labels": {LABEL: value}}})
 
 
+# --- the pure parts: plan and work queue -------------------------------------------------------
+
+def test_plan_for_a_new_label_creates_the_allowance_first():
+    from webhook.isolation.reconcile import Create, plan
+
+    p = plan("shop", namespace("shop", "all"), {}, make_config())
+    assert [type(w) for w in p.writes] == [Create, Create]
+    assert [w.desired["metadata"]["name"] for w in p.writes] == [ALLOW_DNS, DEFAULT_DENY]
+
+
+def test_plan_for_all_to_ingress_updates_default_deny_before_deleting_the_allowance():
+    from webhook.isolation.reconcile import Delete, Update, plan
+
+    live = {p["metadata"]["name"]: p for p in desired_policies("shop", "all", make_config())}
+    p = plan("shop", namespace("shop", "ingress"), live, make_config())
+    assert [type(w) for w in p.writes] == [Update, Delete]
+    assert p.writes[0].mode_changed and p.writes[1].actual["metadata"]["name"] == ALLOW_DNS
+
+
+def test_plan_of_a_converged_namespace_writes_nothing_whatever_labels_others_added():
+    from webhook.isolation.reconcile import plan
+
+    live = {p["metadata"]["name"]: p for p in desired_policies("shop", "egress", make_config())}
+    for p in live.values():
+        p["metadata"]["labels"]["argocd.argoproj.io/instance"] = "x"
+        p["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+    assert plan("shop", namespace("shop", "egress"), live, make_config()).converged
+
+
+def test_plan_never_deletes_or_creates_for_an_unknown_value_or_a_terminating_namespace():
+    from webhook.isolation.reconcile import plan
+
+    live = {p["metadata"]["name"]: p for p in desired_policies("shop", "all", make_config())}
+    bad = plan("shop", namespace("shop", "yes"), live, make_config())
+    assert bad.state == "invalid-label" and bad.converged and bad.notes[0].type == "Warning"
+    leaving = namespace("shop", None)
+    leaving["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert plan("shop", leaving, live, make_config()).converged
+    assert plan("shop", namespace("shop", None), live, make_config(onLabelRemoved="keep")).converged
+
+
+def test_the_work_queue_coalesces_bursts_and_never_hands_one_key_to_two_workers():
+    from webhook.isolation.workqueue import WorkQueue
+
+    q = WorkQueue()
+    for _ in range(50):
+        q.add("shop")
+    q.add("web")
+    assert len(q) == 2
+    key = q.get(timeout=1)
+    assert key == "shop"
+    q.add("shop")  # re-added while processing: held back, not handed to another worker
+    assert q.get(timeout=1) == "web"
+    assert q.get(timeout=0.05) is None
+    q.done("shop")  # ...and queued again once the first worker is done
+    assert q.get(timeout=1) == "shop"
+
+
+def test_backoff_grows_per_key_and_is_bounded():
+    from webhook.isolation.workqueue import Backoff
+
+    b = Backoff(base=0.05, cap=2.0)
+    delays = [b.next_delay("shop") for _ in range(12)]
+    assert delays[0] <= 0.05 and delays[-1] <= 2.0 and delays[-1] >= 1.0
+    assert b.next_delay("web") <= 0.05  # other keys are unaffected
+    b.forget("shop")
+    assert b.next_delay("shop") <= 0.05
+
+
 # --- converging ---------------------------------------------------------------------------
 
 def test_labeling_a_namespace_creates_the_dns_allowance_before_the_default_deny(kube_api, start_controller, core):
