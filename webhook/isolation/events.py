@@ -96,6 +96,10 @@ class EventRecorder:
         with self._lock:
             self.recorded += 1
 
+    def idle(self) -> bool:
+        """Nothing queued or being sent."""
+        return self._pending.unfinished_tasks == 0
+
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (up to `timeout`), then stop the sender."""
         with self._lock:
