@@ -85,7 +85,8 @@ class Controller:
         self._active = is_leader is None  # workers run only while active (leading)
         self.queue = WorkQueue()
         self._backoff = backoff or Backoff()
-        self.events = EventRecorder(api_client, instance=identity or field_manager, request_timeout=request_timeout)
+        self.events = EventRecorder(api_client, instance=identity or field_manager, request_timeout=request_timeout,
+                                    busy=lambda: len(self.queue) > 0)
         self.stats = Stats()
         self._stats_lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()  # managed policies we have seen exist (created vs restored)

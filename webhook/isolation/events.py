@@ -7,7 +7,9 @@ only when the message changes or the condition cleared in between (`once`). Even
 accompany a real change (created, restored, removed) are always recorded.
 
 Events are sent by one background thread, so a reconcile never waits for its
-explanation: after a burst of labels every namespace's policies come first.
+explanation, and while namespaces are waiting in the work queue (a burst of labels)
+the sender holds back (up to `max_defer` seconds per event): policies first, then the
+Events that explain them.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,8 @@ COMPONENT = "netpol-guard"
 
 
 class EventRecorder:
-    def __init__(self, api_client: Any, *, instance: str = "", request_timeout: float = 10.0):
+    def __init__(self, api_client: Any, *, instance: str = "", request_timeout: float = 10.0,
+                 busy: Optional[Callable[[], bool]] = None, max_defer: float = 5.0):
         import kubernetes.client
 
         self._core = kubernetes.client.CoreV1Api(api_client)
@@ -37,6 +40,8 @@ class EventRecorder:
         self._pending: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self._sender: Optional[threading.Thread] = None
         self._closed = False
+        self._busy = busy or (lambda: False)
+        self._max_defer = max_defer
 
     def record(self, namespace: Mapping[str, Any], type_: str, reason: str, message: str, *,
                once: bool = False) -> bool:
@@ -78,6 +83,9 @@ class EventRecorder:
             try:
                 if item is None:
                     return
+                deadline = time.monotonic() + self._max_defer
+                while not self._closed and self._busy() and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 self._send(*item)
             finally:
                 self._pending.task_done()
