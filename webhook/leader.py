@@ -164,7 +164,7 @@ class LeaderElector:
                 ok = self._try_acquire_or_renew(started)
             except Exception as exc:  # noqa: BLE001 - any API trouble is "not renewed this round"
                 log.warning("lease %s/%s: %s", self.namespace, self.name, _describe(exc))
-            if ok:
+            if ok and not self._stop.is_set():  # stop() may be waiting for this round
                 with self._lock:
                     self._renewed_at = started
                 self._set_leading(True)
