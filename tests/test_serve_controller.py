@@ -87,3 +87,21 @@ def _ready(client: Client) -> bool:
         return client.get("/readyz")[0] == 200
     except OSError:
         return False
+
+
+def test_serve_controller_runs_the_isolation_controller_idle_beside_a_snapshot(tmp_path):
+    """The real entry point through the real CLI: with --cluster there is nothing to reconcile,
+    so the controller says so and waits; it stops with the server."""
+    from tests.server_fixture import start_server
+
+    server = start_server(["--cluster", "examples/cluster", "--workers", "1", "--controller"],
+                          workdir=str(tmp_path))
+    try:
+        assert _wait(lambda: "isolation controller idle" in server.log_text()), server.log_text()
+        spawned = [pid for pid in server.worker_pids()
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(spawned) == 1  # one controller process (besides the worker and multiprocessing's tracker)
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert "controller stopped" in server.log_text()

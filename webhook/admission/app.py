@@ -40,7 +40,9 @@ def _read_body(limit: int) -> bytes:
     if length is not None and length > limit:
         raise BadReview("body-too-large", f"the body is {length} bytes; the limit is {limit} "
                                           "(server.maxRequestBytes)")
-    body = request.stream.read(limit + 1)
+    # Read exactly Content-Length when it is known (a read of limit+1 bytes would have the
+    # stream allocate a buffer of the whole limit for every request).
+    body = request.stream.read(length if length is not None else limit + 1)
     if len(body) > limit:
         raise BadReview("body-too-large", f"the body is over the limit of {limit} bytes (server.maxRequestBytes)")
     return body

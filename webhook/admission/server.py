@@ -12,7 +12,7 @@ Process model (gunicorn master + N forked workers):
 The --controller hook: ``when_ready`` in the master (after the socket is bound)
 starts ONE child process, with the "spawn" start method (so it shares no threads or
 locks with the master), running ``webhook.isolation.controller.run(options)``, where
-``options`` is a ``ControllerOptions`` (config, cluster paths, dev). The function
+``options`` is a ``ControllerOptions`` (config, cluster paths, dev, kubeconfig). The function
 should block until SIGTERM, then return (install a SIGTERM handler that stops its
 loops; the default handler just ends the process, which is also acceptable). `serve`
 checks at start-up that the function exists and exits 2 if not. The master stops it (SIGTERM, then SIGKILL
@@ -48,6 +48,7 @@ class ControllerOptions:
     config: Config
     cluster_paths: tuple[str, ...] = ()
     dev: bool = False
+    kubeconfig: Optional[str] = None  # serve --kubeconfig (None: in-cluster, else the default kubeconfig)
 
 
 @dataclass

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             controller_entry()
         except ImportError as exc:
             raise _usage(str(exc)) from None
-        controller = ControllerOptions(config, tuple(args.cluster), args.dev)
+        controller = ControllerOptions(config, tuple(args.cluster), args.dev, args.kubeconfig)
 
     try:
         if args.cluster:
