@@ -437,6 +437,52 @@ def open_loop(port: int, ca: str, bodies: list[bytes], rate: float, duration: fl
 
 # --- the run -----------------------------------------------------------------------------------------
 
+def in_process_breakdown(view, repeat: int = 5, rounds: int = 30) -> dict:
+    """Per-review cost without sockets, TLS or gunicorn (best of `repeat`, in microseconds):
+    the ceiling app, the webhook app, and the webhook's decision alone (parse + rules).
+    Steadier than the server numbers on a shared machine; where the time goes."""
+    import logging
+    from webhook.admission import mutations, networkpolicy  # noqa: F401
+    from webhook.admission.app import create_app
+    from webhook.admission.handlers import HandlerContext, dispatch
+    from webhook.admission.review import decode, parse_review
+    from webhook.config import DEFAULT
+    from webhook.metrics import Metrics
+
+    class _Src:
+        def __init__(self, v):
+            self.view = v
+
+        def ready(self):
+            return True
+
+        def stats(self):
+            return {"objects": 0, "age_seconds": 0.0, "synced": True}
+
+    bodies = [json.dumps(r, separators=(",", ":")).encode() for _, r in review_mix()]
+    audit = logging.getLogger("netpol_guard.audit")
+    audit.propagate, audit.handlers = False, [logging.NullHandler()]  # the line is built, not written
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            for _ in range(rounds):
+                for b in bodies:
+                    fn(b)
+            times.append((time.perf_counter() - t) / (rounds * len(bodies)) * 1e6)
+        return min(times)
+
+    ctx = HandlerContext(DEFAULT, _Src(view))
+    ceiling = ceiling_app().test_client()
+    webhook = create_app(DEFAULT, _Src(view), Metrics(tempfile.mkdtemp(prefix="bench-metrics-"))).test_client()
+    return {
+        "ceiling_app_us": best(lambda b: ceiling.post("/validate", data=b, content_type="application/json")),
+        "webhook_app_us": best(lambda b: webhook.post("/validate", data=b, content_type="application/json")),
+        "decision_only_us": best(lambda b: dispatch("validate", parse_review(decode(b)), ctx)),
+    }
+
+
 def _median(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -505,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     build_seconds = time.perf_counter() - t0
     mix = describe_mix(view)
     stats = view.stats()
+    breakdown = in_process_breakdown(view)
     del view
     bodies = [json.dumps(r, separators=(",", ":")).encode() for _, r in review_mix()]
     script = os.path.join(work, "mix.lua")
@@ -517,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     print("review mix (answers of the webhook):")
     for m in mix:
         print(f"  {m['review']:<26} {m['decision']:<5} {', '.join(m['rules']) or '-'}  ({m['bytes']} bytes)")
+    print("in-process, per review (best of 5; no sockets, TLS or gunicorn): "
+          + ", ".join(f"{k[:-3].replace('_', ' ')} {v:.0f} us" for k, v in breakdown.items()))
 
     servers = {k: Server(k, free_port(), certs, workers, threads, work, args.audit) for k in ("webhook", "ceiling")}
     results: dict = {k: {"throughput": {c: [] for c in conns}, "cpu_us": {c: [] for c in conns},
@@ -573,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  webhook / ceiling: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     out = args.json or str(REPO / "bench" / "results" / f"webhook-{time.strftime('%Y%m%dT%H%M%S')}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    Path(out).write_text(json.dumps({"machine": machine(), "view": stats, "mix": mix, "workers": workers,
+    Path(out).write_text(json.dumps({"machine": machine(), "view": stats, "mix": mix, "in_process": breakdown,
+                                     "loadavg": Path("/proc/loadavg").read_text().split()[:3], "workers": workers,
                                      "threads": threads, "rate": args.rate, "runs": args.runs,
                                      "duration": args.duration, "raw": results, "summary": summary,
                                      "ratios": ratios}, indent=2, default=str))

@@ -16,9 +16,13 @@ Without a directory (tests, ``create_app`` used alone) values live in process me
 File layout: 8-byte header (bytes used), then records of
 ``<u32 key length><key bytes, padded to 8><f64 value>``; the key is the full
 sample name with labels, e.g. ``netpol_guard_requests_total{endpoint="validate",...}``.
+Values are 8-byte aligned, so a process updates them through a memoryview of doubles
+over the mapping (an add is one index operation, ~4 us per request for all metrics).
+Histogram buckets are stored per bucket and made cumulative when rendered.
 """
 from __future__ import annotations
 
+import bisect
 import glob
 import mmap
 import os
@@ -63,15 +67,16 @@ class _File:
             os.ftruncate(self.fd, _CHUNK)
         self.size = os.fstat(self.fd).st_size
         self.mm = mmap.mmap(self.fd, self.size)
+        self.values = memoryview(self.mm).cast("d")
         self.used = _HEADER.unpack_from(self.mm, 0)[0] or _HEADER.size
-        self.offsets = {key: off for key, off, _ in _records(self.mm, self.used)}
+        # key -> index of its value in self.values
+        self.offsets = {key: off // _VAL.size for key, off, _ in _records(self.mm, self.used)}
 
     def add(self, key: str, amount: float) -> None:
-        off = self.offsets.get(key)
-        if off is None:
-            off = self._append(key)
-        value = _VAL.unpack_from(self.mm, off)[0]
-        _VAL.pack_into(self.mm, off, value + amount)
+        index = self.offsets.get(key)
+        if index is None:
+            index = self._append(key) // _VAL.size
+        self.values[index] += amount  # values are 8-byte aligned: a view of doubles over the file
 
     def _append(self, key: str) -> int:
         raw = key.encode()
@@ -80,8 +85,10 @@ class _File:
         if self.used + need > self.size:
             new_size = self.size + max(_CHUNK, need)
             os.ftruncate(self.fd, new_size)
+            self.values.release()
             self.mm.close()
             self.mm = mmap.mmap(self.fd, new_size)
+            self.values = memoryview(self.mm).cast("d")
             self.size = new_size
         _LEN.pack_into(self.mm, self.used, len(raw))
         self.mm[self.used + _LEN.size: self.used + _LEN.size + len(raw)] = raw
@@ -89,7 +96,7 @@ class _File:
         _VAL.pack_into(self.mm, off, 0.0)
         self.used += need
         _HEADER.pack_into(self.mm, 0, self.used)  # published last: readers never see a half record
-        self.offsets[key] = off
+        self.offsets[key] = off // _VAL.size
         return off
 
 
@@ -103,6 +110,32 @@ def _records(buf, used: int) -> Iterable[tuple[str, int, float]]:
             break
         yield bytes(buf[pos + _LEN.size: pos + _LEN.size + n]).decode(), off, _VAL.unpack_from(buf, off)[0]
         pos = off + _VAL.size
+
+
+def _bound(b: float) -> str:
+    return repr(float(b))
+
+
+def _cumulate_buckets(samples: dict[str, float]) -> dict[str, float]:
+    """Stored buckets count their own observations only; the text format wants each bucket
+    to include every smaller one, and every bound present."""
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in samples.items():
+        base = key.split("{", 1)[0]
+        if not base.endswith("_bucket"):
+            continue
+        for marker in (',le="', '{le="'):
+            if marker in key:
+                head, _, rest = key.rpartition(marker)
+                groups.setdefault((head, marker), {})[rest.split('"', 1)[0]] = value
+                break
+    out = dict(samples)
+    for (head, marker), counts in groups.items():
+        total = 0.0
+        for bound in [_bound(b) for b in LATENCY_BUCKETS] + ["+Inf"]:
+            total += counts.get(bound, 0.0)
+            out[f'{head}{marker}{bound}"}}'] = total
+    return out
 
 
 def _sort_key(key: str) -> tuple:
@@ -166,25 +199,24 @@ class Metrics:
         with self._lock:
             self._add(key, amount)
 
-    def _histogram_keys(self, name: str, labels: Mapping[str, str]) -> tuple[list[str], str, str, str]:
-        # Label strings are built once per (histogram, labels): on the request path an
-        # observation is then ~14 dictionary look-ups and float adds under one lock.
+    def _histogram_keys(self, name: str, labels: Mapping[str, str]) -> tuple[list[str], str, str]:
+        # Label strings are built once per (histogram, labels). Each observation adds to ONE
+        # bucket (its own, not cumulative) plus sum and count; render() makes the buckets
+        # cumulative, as the text format wants. Three adds under one lock per request.
         cache_key = (name, tuple(labels.items()))
         keys = self._hist_cache.get(cache_key)
         if keys is None:
-            buckets = [f"{name}_bucket" + _labels({**labels, "le": repr(b)}) for b in LATENCY_BUCKETS]
-            keys = (buckets, f"{name}_bucket" + _labels({**labels, "le": "+Inf"}),
-                    f"{name}_sum" + _labels(labels), f"{name}_count" + _labels(labels))
+            buckets = [f"{name}_bucket" + _labels({**labels, "le": _bound(b)}) for b in LATENCY_BUCKETS]
+            buckets.append(f"{name}_bucket" + _labels({**labels, "le": "+Inf"}))
+            keys = (buckets, f"{name}_sum" + _labels(labels), f"{name}_count" + _labels(labels))
             self._hist_cache[cache_key] = keys
         return keys
 
     def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
-        buckets, inf, sum_key, count_key = self._histogram_keys(name, dict(labels or {}))
+        buckets, sum_key, count_key = self._histogram_keys(name, dict(labels or {}))
+        bucket = buckets[bisect.bisect_left(LATENCY_BUCKETS, value)]
         with self._lock:
-            for bound, key in zip(LATENCY_BUCKETS, buckets):
-                if value <= bound:
-                    self._add(key, 1.0)
-            self._add(inf, 1.0)
+            self._add(bucket, 1.0)
             self._add(sum_key, value)
             self._add(count_key, 1.0)
 
@@ -219,7 +251,7 @@ class Metrics:
     def render(self, gauges: Mapping[str, float]) -> str:
         """Prometheus text format 0.0.4."""
         totals, workers = self.totals()
-        samples = dict(totals)
+        samples = _cumulate_buckets(totals)
         samples.update(gauges)
         samples["netpol_guard_workers_reporting"] = workers
         # histogram buckets need every bound present once any exists; they are (inc'd
