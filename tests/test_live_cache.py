@@ -387,3 +387,18 @@ def test_stop_during_an_outage_is_prompt(kube_api, live):
     source.stop()
     assert source.threads_alive() == 0
     kube_api.start_accepting()
+
+
+def test_backoff_grows_is_jittered_and_bounded():
+    import random
+
+    from webhook.cluster.live import Backoff
+
+    backoff = Backoff(0.5, 30.0, random.Random(7))
+    delays = [backoff.next_delay() for _ in range(12)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(d <= 30.0 for d in delays)
+    assert all(15.0 <= d for d in delays[7:])  # capped: the ceiling stays 30 s, jitter keeps >= half
+    assert len(set(delays)) == len(delays)  # jittered, not lockstep
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5

@@ -11,7 +11,7 @@ Failure handling, per kind:
 - 410 Gone (history compacted) means relist: the new list is compared with what the cache
   holds and only the difference is applied, so readers never see a half-empty view;
 - any other failure (500s, refused connections, an outage) is retried with exponential
-  backoff and full jitter, bounded by `backoff_max`; meanwhile the view keeps serving the
+  backoff and jitter, bounded by `backoff_max`; meanwhile the view keeps serving the
   last good state and ready() stays true once the first sync is done.
 
 Memory: the cache keeps only what rules read (see objects.py). Label dicts are shared
@@ -149,9 +149,10 @@ def _adapters(interner: _Interner) -> dict[str, _KindAdapter]:
 # --- retry timing ------------------------------------------------------------------------------
 
 class Backoff:
-    """Exponential backoff with full jitter: the n-th consecutive failure waits a random time in
-    [0, min(cap, initial * 2**n)]. Jitter keeps many webhook replicas from hammering a
-    recovering API server in lockstep."""
+    """Exponential backoff with jitter: the n-th consecutive failure waits a random time in
+    [c/2, c] where c = min(cap, initial * 2**n). Jitter keeps many webhook replicas from
+    hammering a recovering API server in lockstep; the lower half-bound keeps the retry rate
+    bounded (no zero waits)."""
 
     def __init__(self, initial: float, cap: float, rng: random.Random | None = None):
         self.initial, self.cap = initial, cap
