@@ -95,6 +95,8 @@ def _server_main(conn, namespaces: int) -> None:
                 "latency": {n: last_create[n] - labeled[n] for n in names if n in last_create},
                 "requests": per_ns_requests, "writes": per_ns_writes, "shared_requests": shared,
                 "errors": sum(1 for r in records if r.status >= 400),
+                "error_samples": [(r.method, r.path, r.status, round(r.duration, 3)) for r in records
+                                  if r.status >= 400][:10],
             })
         elif cmd == "writes":  # Lease renewals are the elector's heartbeat, not reconciling
             conn.send(sum(1 for r in api.requests() if r.is_write and "/leases" not in r.path))
@@ -186,7 +188,8 @@ def run_once(namespaces: int, workers: int, mode: str, resync: float) -> dict:
         "requests_per_ns_incl_shared": statistics.mean(report["requests"].values()) + report["shared_requests"] / namespaces,
         "writes_per_ns_mean": statistics.mean(report["writes"].values()),
         "writes_per_ns_max": max(report["writes"].values()),
-        "error_responses": report["errors"], "steady_state_writes": steady_writes,
+        "error_responses": report["errors"], "error_samples": report["error_samples"],
+        "controller_errors": running.controller.stats.errors, "steady_state_writes": steady_writes,
         "controller_cpu_ms_per_ns": controller_cpu * 1000 / namespaces,
         "standin_cpu_ms_per_ns": server_cpu * 1000 / namespaces,
     }
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     _pin(CONTROLLER_CPU)
     import logging
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("webhook.isolation.controller").setLevel(logging.WARNING)
 
     runs = []
     for i in range(args.runs):
