@@ -153,6 +153,8 @@ def test_cli_allowed_and_denied_both_exit_0_with_json_verdict():
     (["--from", "shop/api", "--to", "shop/db", "--port", "http"], "shop/statefulset/db declares no TCP port named 'http'"),
     (["--from", "shop/api", "--to", "shop/db"], "--from and --to need --port"),
     (["--from", "api", "--to", "shop/db", "--port", "80"], "expected NAMESPACE/NAME"),
+    (["--from", "10.0.0.0/8", "--to", "shop/db", "--port", "80"], "give one address, not a CIDR"),
+    (["--from", "10.96.12.34", "--to", "shop/db", "--port", "80"], "traffic never comes from a Service"),
 ])
 def test_cli_usage_errors_exit_2(args, message):
     r = cli("--cluster", CLUSTER, *args)

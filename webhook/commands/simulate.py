@@ -144,6 +144,12 @@ def resolve_endpoint(engine, text: str, flag: str):
             return ServiceTarget(svc, backends(engine.view, svc))
         return Endpoint.of_ip(ip)
     ns, sep, name = text.partition("/")
+    if sep and name.isdigit():
+        try:
+            ipaddress.ip_network(text, strict=False)
+            raise UsageError(f"{flag} {text}: give one address, not a CIDR (e.g. {ns})")
+        except ValueError:
+            pass
     if not sep or not ns or not name or "/" in name:
         raise UsageError(f"{flag} {text!r}: expected NAMESPACE/NAME (a pod or workload) or an IP address")
     pod = engine.view.find_pod(ns, name)
