@@ -2,11 +2,12 @@
 
 Pure computation over an Engine; rendering lives in webhook/commands/simulate.py.
 
-A verdict depends only on a pod's namespace, labels and (for named ports) container
-ports - and on its IPs when ipBlocks may match pods - so pods are grouped into classes
-by that key and each (source class, destination class, port) is evaluated once. A
-500-workload cluster typically has a few hundred classes, not 500 x 500 x ports questions
-of full cost.
+A verdict depends only on a pod's namespace, labels and named container ports (and its
+IPs when ipBlocks may match pods), so endpoints are grouped into classes by that key. Each
+rule's peers are matched once per class, and each (subject class, port) costs one union of
+sets; a pair of pods then costs two set lookups. 500 workloads x 500 on one port (250,000
+flows) take about a second of CPU. Full verdicts - which policy and rule decide - are built
+only for the cells someone reads (--explain, the diff's changed flows).
 """
 from __future__ import annotations
 
