@@ -466,3 +466,18 @@ def test_the_controller_command_converges_and_hands_the_lease_back_on_sigterm(ku
     assert proc.returncode == 0, err
     assert "campaigning for Lease ops/netpol-guard-leader as cli-test" in err
     assert not kube_api.get_object("Lease", "ops", "netpol-guard-leader")["spec"].get("holderIdentity")
+
+
+def test_a_controller_that_is_no_longer_leader_makes_no_write(kube_api, start_controller):
+    leading = [True]
+    ctrl = start_controller(is_leader=lambda: leading[0])
+    ctrl.start_leading()
+    kube_api.put_object(namespace("shop", "all"))
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies while leading")
+    leading[0] = False  # e.g. renewals failing past the renew deadline
+    kube_api.reset_log()
+    kube_api.delete_object("NetworkPolicy", "shop", DEFAULT_DENY)
+    kube_api.put_object(namespace("web", "ingress"))
+    settle(kube_api, ctrl)
+    assert kube_api.writes() == 0
+    assert set(policies(kube_api, "shop")) == {ALLOW_DNS} and policies(kube_api, "web") == {}
