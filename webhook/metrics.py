@@ -44,6 +44,10 @@ HELP = {
     "netpol_guard_cache_objects": ("gauge", "Objects in the cluster view of the worker serving this scrape."),
     "netpol_guard_cache_age_seconds": ("gauge", "Seconds since that worker's view last changed or was confirmed."),
     "netpol_guard_cache_synced": ("gauge", "1 when that worker's view source has completed its first sync."),
+    "netpol_guard_cache_relists": ("gauge", "Full re-lists by that worker's live cache since it started (410 Gone, resync)."),
+    "netpol_guard_cache_reconnects": ("gauge", "Watch reconnects by that worker's live cache since it started."),
+    "netpol_guard_cache_errors": ("gauge", "API errors seen by that worker's live cache since it started."),
+    "netpol_guard_cache_invalid_policies": ("gauge", "NetworkPolicies in the cluster the parser refuses (left out of the view)."),
     "netpol_guard_certificate_expiry_seconds": ("gauge", "Seconds until the serving certificate in use expires."),
     "netpol_guard_workers_reporting": ("gauge", "Worker processes whose counters this scrape sums."),
 }

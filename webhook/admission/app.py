@@ -113,6 +113,13 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
         for kind in ("namespaces", "pods", "services", "networkpolicies"):
             if kind in stats:
                 gauges[f'netpol_guard_cache_objects{{kind="{kind}"}}'] = float(stats[kind])
+            if f"{kind}_age_seconds" in stats:  # the live cache reports each watch
+                gauges[f'netpol_guard_cache_age_seconds{{kind="{kind}"}}'] = float(stats[f"{kind}_age_seconds"])
+            if f"{kind}_synced" in stats:
+                gauges[f'netpol_guard_cache_synced{{kind="{kind}"}}'] = 1.0 if stats[f"{kind}_synced"] else 0.0
+        for key in ("relists", "reconnects", "errors", "invalid_policies"):
+            if key in stats:  # cumulative in that worker since it started
+                gauges[f"netpol_guard_cache_{key}"] = float(stats[key])
         return Response(metrics.render(gauges), mimetype="text/plain; version=0.0.4")
 
     @app.errorhandler(404)

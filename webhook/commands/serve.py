@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from webhook.admission.server import ServeOptions, WebhookServer
     from webhook.logging_setup import configure
     configure()
-    invalid = getattr(source, "invalid_policies", [])
+    invalid = source.invalid_policies if isinstance(source, SnapshotSource) else []
     if invalid:
         print(f"netpol-guard serve: {len(invalid)} NetworkPolicies in --cluster are invalid and left out of "
               f"the view ({', '.join(invalid[:3])}{', ...' if len(invalid) > 3 else ''}); "
