@@ -481,3 +481,27 @@ def test_a_controller_that_is_no_longer_leader_makes_no_write(kube_api, start_co
     settle(kube_api, ctrl)
     assert kube_api.writes() == 0
     assert set(policies(kube_api, "shop")) == {ALLOW_DNS} and policies(kube_api, "web") == {}
+
+
+def test_serve_with_controller_reconciles_in_the_webhook_pod(kube_api, tmp_path):
+    from tests.server_fixture import start_server
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
+        f"clusters: [{{name: standin, cluster: {{server: '{kube_api.url}'}}}}]\n"
+        "users: [{name: nobody, user: {}}]\n"
+        "contexts: [{name: standin, context: {cluster: standin, user: nobody}}]\n")
+    kube_api.put_object(namespace("netpol-guard"))
+    server = start_server(["--kubeconfig", str(kubeconfig), "--controller", "--workers", "1"],
+                          workdir=str(tmp_path),
+                          env={"KUBECONFIG": str(kubeconfig), "POD_NAME": "webhook-0", "POD_NAMESPACE": "netpol-guard"})
+    try:
+        kube_api.put_object(namespace("shop", "egress"))
+        wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies from serve --controller",
+                   timeout=30)
+        assert kube_api.get_object("Lease", "netpol-guard", "netpol-guard-leader")["spec"]["holderIdentity"] \
+            == "webhook-0"
+    finally:
+        server.stop()
+    assert not kube_api.get_object("Lease", "netpol-guard", "netpol-guard-leader")["spec"].get("holderIdentity")

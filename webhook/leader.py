@@ -213,7 +213,7 @@ class LeaderElector:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(resp.data)
+        return _consume(resp)
 
     def _timeout(self) -> tuple[float, float]:
         # A request may never outlive the time we are allowed to act as leader.
@@ -241,8 +241,8 @@ class LeaderElector:
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration,
                              "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
             try:
-                self._api.create_namespaced_lease(self.namespace, body, _preload_content=False,
-                                                  _request_timeout=self._timeout())
+                _consume(self._api.create_namespaced_lease(self.namespace, body, _preload_content=False,
+                                                           _request_timeout=self._timeout()))
             except ApiException as exc:
                 if exc.status == 409:  # someone else created it first
                     return None
@@ -271,7 +271,7 @@ class LeaderElector:
             if exc.status == 409:  # someone wrote it since we read it
                 return None
             raise
-        stored = json.loads(resp.data).get("spec") or {}
+        stored = _consume(resp).get("spec") or {}
         self._observed = (stored.get("holderIdentity") or "", stored.get("renewTime"),
                           stored.get("leaseDurationSeconds") or self.lease_duration)
         self._observed_at = now
@@ -285,12 +285,20 @@ class LeaderElector:
                 return
             lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1,
                              "renewTime": _now_micro()}
-            self._api.replace_namespaced_lease(self.name, self.namespace, lease, _preload_content=False,
-                                               _request_timeout=self._timeout())
+            _consume(self._api.replace_namespaced_lease(self.name, self.namespace, lease, _preload_content=False,
+                                                        _request_timeout=self._timeout()))
             log.info("lease %s/%s: released by %s", self.namespace, self.name, self.identity)
         except Exception as exc:  # noqa: BLE001 - the Lease then expires by itself
             log.warning("lease %s/%s: release failed (%s); it expires after %ss",
                         self.namespace, self.name, _describe(exc), self.lease_duration)
+
+
+def _consume(resp: Any) -> dict:
+    """Read a raw response and hand its connection back to the pool."""
+    try:
+        return json.loads(resp.data)
+    finally:
+        resp.release_conn()
 
 
 def _describe(exc: BaseException) -> str:

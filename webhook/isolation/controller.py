@@ -276,7 +276,7 @@ class Controller:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(resp.data)
+        return _consume(resp)
 
     def _name_taken(self, ns: str, name: str, live: dict) -> str:
         with self._state_lock:
@@ -322,7 +322,7 @@ class Controller:
             if exc.status in (403, 404) and self._namespace_going(ns):
                 return "none"
             raise
-        self.policies.store(json.loads(resp.data))
+        self.policies.store(_consume(resp))
         return "created"
 
     def _adopt_own(self, live: dict, desired: dict) -> str:
@@ -360,7 +360,7 @@ class Controller:
                     return "none"
                 actual = live
                 continue
-            self.policies.store(json.loads(resp.data))
+            self.policies.store(_consume(resp))
             return "updated"
         raise Requeue(f"{ns}/{name}: still conflicting after {MAX_CONFLICT_RETRIES} attempts")
 
@@ -372,7 +372,7 @@ class Controller:
         for _ in range(MAX_CONFLICT_RETRIES):
             self._may_write()
             try:
-                self._net.delete_namespaced_network_policy(
+                resp = self._net.delete_namespaced_network_policy(
                     name, ns, body={"preconditions": {"resourceVersion": actual["metadata"].get("resourceVersion"),
                                                       "uid": actual["metadata"].get("uid")}},
                     _preload_content=False, _request_timeout=self._timeout)
@@ -393,6 +393,7 @@ class Controller:
                     return "none"  # no longer ours: leave it
                 actual = live
                 continue
+            _consume(resp)
             self.policies.forget((ns, name))
             return "deleted"
         raise Requeue(f"{ns}/{name}: delete still conflicting after {MAX_CONFLICT_RETRIES} attempts")
@@ -400,6 +401,15 @@ class Controller:
     def _namespace_going(self, ns: str) -> bool:
         obj = self.namespaces.get(ns)
         return obj is None or is_terminating(obj)
+
+
+def _consume(resp: Any) -> dict:
+    """Read a raw response and hand its connection back to the pool (an unread or unreleased
+    response would keep its connection out of the pool)."""
+    try:
+        return json.loads(resp.data)
+    finally:
+        resp.release_conn()
 
 
 def _name(w: Any) -> str:

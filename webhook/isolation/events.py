@@ -92,7 +92,9 @@ class EventRecorder:
 
     def _send(self, name: str, body: dict, once_key: Optional[tuple]) -> None:
         try:
-            self._core.create_namespaced_event(name, body, _preload_content=False, _request_timeout=self._timeout)
+            resp = self._core.create_namespaced_event(name, body, _preload_content=False,
+                                                      _request_timeout=self._timeout)
+            resp.release_conn()  # nothing to read; give the connection back to the pool
         except Exception as exc:  # noqa: BLE001
             with self._lock:
                 self.failed += 1
