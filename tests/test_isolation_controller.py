@@ -401,7 +401,7 @@ def test_two_controllers_exactly_one_writes_and_the_other_takes_over(kube_api):
         client = kube_api.api_client()
         clients.append(client)
         elector = LeaderElector(client, "netpol-guard", "netpol-guard-leader", who,
-                                lease_duration=3, renew_deadline=2.0, retry_period=0.2)
+                                lease_duration=10, renew_deadline=6.0, retry_period=0.2)
         running[who] = run_in_background(config, client, elector=elector, field_manager=f"netpol-guard-{who}",
                                          resync_seconds=0.5, workers=2)
     try:

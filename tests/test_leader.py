@@ -95,9 +95,10 @@ def test_a_stopped_leader_releases_and_a_standby_takes_over(kube_api, electors):
 
 
 def test_a_leader_that_vanishes_is_replaced_after_the_lease_expires(kube_api, electors):
-    a = electors("pod-a").start()
+    # A lease long enough that a loaded CI machine cannot make pod-a miss it by accident.
+    a = electors("pod-a", lease_duration=4, renew_deadline=2.5).start()
     assert a.wait_for_leadership(10)
-    b = electors("pod-b").start()
+    b = electors("pod-b", lease_duration=4, renew_deadline=2.5).start()
     time.sleep(0.3)  # b is campaigning against a live lease
     assert not b.is_leader()
     a.stop(release=False)  # like a crash: the lease is not handed back
