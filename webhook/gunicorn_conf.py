@@ -8,13 +8,21 @@ Python objects. These are the defaults; --workers and --threads override the fir
 - worker_class "gthread": the API server keeps connections alive, and gthread keeps
   them (sync workers close every connection, so each review would pay a full TLS
   handshake, ~3 ms of CPU). gevent would need an extra dependency for no gain in p99.
-- workers 2 x threads 4 on 2 cores: one process per core (the GIL caps a worker at
-  one core); 4 threads cover the hand-off between the I/O loop and the handler. Each
-  worker holds its own cluster view (memory x workers; see docs/operations.md).
-- keepalive 75 s: longer than the API server idles a connection (its HTTP client
-  closes idle connections after 90 s... but re-dials cheaply), so connections are
-  reused instead of re-handshaken; gthread parks idle connections in its poller,
-  which costs nothing while they are idle.
+- workers 2: one process per core (the GIL caps a worker at one core). Each worker
+  holds its own cluster view (memory x workers; see docs/operations.md).
+- threads 2, measured against 1 and 4 (python -m bench webhook, 3-5 runs each, 2 vCPU;
+  docs/benchmarks.md): a review holds the GIL for ~0.5 ms, so extra threads mostly
+  queue on it - CPU per review rose with 4 threads (median 1,065-1,452 us vs
+  1,050-1,330 us with 1-2) and throughput did not improve; p99 at 300 reviews/s was
+  within run-to-run noise for 1, 2 and 4. Two rather than one so a long review does
+  not hold up the other kept-alive connections of its worker (a connection stays on
+  the worker that accepted it).
+- keepalive 120 s: longer than the API server's client keeps an idle connection (Go's
+  default idle timeout, 90 s), so it is always the client that closes an idle
+  connection - never the server at the moment the client reuses it - and connections
+  are reused instead of re-handshaken. gthread parks idle connections in its poller,
+  which costs nothing while they are idle. (Not measured against other values: any
+  value above the client's idle timeout behaves the same.)
 - timeout 30 s: the API server gives up after timeoutSeconds (at most 30 s), so a
   worker stuck longer than that is useless; graceful_timeout 20 s lets in-flight
   reviews finish on shutdown within the pod's termination grace period.
@@ -25,14 +33,13 @@ from __future__ import annotations
 
 WORKER_CLASS = "gthread"
 WORKERS = 2
-THREADS = 4
-KEEPALIVE = 75
+THREADS = 2
+KEEPALIVE = 120
 TIMEOUT = 30
 GRACEFUL_TIMEOUT = 20
 BACKLOG = 512
 WORKER_CONNECTIONS = 1000
-# Requests larger than this never reach Flask's own limit check in pieces: gunicorn's
-# header limits stay at their defaults; the body limit is server.maxRequestBytes.
+# gunicorn's header limits stay at their defaults; the body limit is server.maxRequestBytes.
 
 LOGCONFIG = {
     "version": 1,
