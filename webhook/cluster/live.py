@@ -480,10 +480,16 @@ class LiveSource:
         return sum(1 for kc in self._kinds if kc.thread is not None and kc.thread.is_alive())
 
     def stats(self) -> dict:
-        """Flat numbers for /metrics. Per kind: `<kind>` objects held (NetworkPolicies: valid ones),
-        `<kind>_age_seconds`, `<kind>_synced`; totals: objects, relists, reconnects, errors,
-        invalid_policies; age_seconds is the stalest kind's time since its last list, event or
-        bookmark (before the first contact: since start)."""
+        """Flat numbers for /metrics (kinds: namespaces, pods, services, networkpolicies).
+
+        Per kind: `<kind>` objects held (networkpolicies: the valid ones), `<kind>_age_seconds`
+        (since the last list, event, bookmark or successful watch open/close; before the first
+        contact: since start()), `<kind>_synced` (first list done).
+        Totals: `objects`, `age_seconds` (the stalest kind), `synced` (= ready()), `relists`
+        (completed lists after the first: 410 Gone, expired continue, periodic relist),
+        `reconnects` (watch re-opens without a relist, attempts included), `errors` (failed
+        requests other than 410, incl. refused connections), `invalid_policies` (in the cluster
+        but refused by the parser, so not in the view)."""
         now = time.monotonic()
         start = self._started_at if self._started_at is not None else now
         out: dict[str, Any] = {}

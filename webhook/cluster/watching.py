@@ -1,6 +1,6 @@
 """Raw list and watch calls through the kubernetes client, as JSON dicts.
 
-This is the only module (with live.py's type hints aside) that imports the kubernetes client.
+This is the only module that imports the kubernetes client.
 It uses the client for what it is good at - configuration, authentication, TLS, URL building
 and connection pooling - and asks for undecoded responses (`_preload_content=False`): turning
 50,000 pods into the client's model objects costs several times the memory and time of plain
