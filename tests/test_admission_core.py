@@ -232,13 +232,16 @@ def test_the_candidate_replaces_the_stored_version_of_itself(cluster):
 
 # --- the handler registry ------------------------------------------------------------------
 
-NAMESPACE = GroupVersionKind("", "v1", "Namespace")
+# A kind of our own: the isolation guards register handlers for Namespaces and Pods, and
+# these tests must not depend on whether they were registered earlier in the session.
+NAMESPACE = GroupVersionKind("example.netpol-guard.io", "v1", "Widget")
 
 
 def namespace_review(op="CREATE", user="jane", ns_name="team-a"):
-    obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns_name}}
+    obj = {"apiVersion": "example.netpol-guard.io/v1", "kind": "Widget", "metadata": {"name": ns_name}}
     return parse_review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                         "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+                         "request": {"uid": "u", "kind": {"group": "example.netpol-guard.io", "version": "v1",
+                                                          "kind": "Widget"},
                                      "operation": op, "name": ns_name, "object": obj,
                                      "oldObject": obj if op == "UPDATE" else None,
                                      "userInfo": {"username": user, "groups": ["system:authenticated"]}}})

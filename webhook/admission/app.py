@@ -48,8 +48,18 @@ def _read_body(limit: int) -> bytes:
     return body
 
 
+def register_extra_handlers() -> None:
+    """Handlers that live with their feature: the isolation guards (Namespaces, Pods,
+    managed policies) register themselves through their module's idempotent register()."""
+    import importlib.util
+    if importlib.util.find_spec("webhook.isolation.admission") is not None:
+        from webhook.isolation.admission import register
+        register()
+
+
 def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = None,
                tls: Optional[ReloadingContext] = None) -> Flask:
+    register_extra_handlers()
     app = Flask("netpol-guard")
     metrics = metrics or Metrics()
     ctx = HandlerContext(config, source)
