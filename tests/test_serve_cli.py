@@ -2,7 +2,6 @@
 no traceback, nothing bound."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -76,17 +75,3 @@ def test_without_cluster_or_kubeconfig_serve_says_how_to_run(tmp_path, tls):
                                            "KUBERNETES_SERVICE_HOST": ""})
     assert result.returncode == 2
     assert "--cluster PATH" in result.stderr and "Traceback" not in result.stderr
-
-
-def _controller_has_run() -> bool:
-    if importlib.util.find_spec("webhook.isolation.controller") is None:
-        return False
-    import webhook.isolation.controller as controller
-    return callable(getattr(controller, "run", None))
-
-
-@pytest.mark.skipif(_controller_has_run(), reason="the controller's run(options) exists in this build")
-def test_controller_without_a_controller_entry_point_exits_2_with_a_clear_message(tls):
-    result = run_serve(["--cluster", "examples/cluster", "--controller", *tls_args(tls)])
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--controller:" in result.stderr and "webhook.isolation.controller" in result.stderr

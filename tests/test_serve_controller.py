@@ -105,3 +105,13 @@ def test_serve_controller_runs_the_isolation_controller_idle_beside_a_snapshot(t
         code = server.stop()
     assert code == 0
     assert "controller stopped" in server.log_text()
+
+
+def test_a_missing_controller_entry_point_is_a_clear_start_up_error():
+    import pytest
+    from webhook.admission.server import controller_entry
+
+    with pytest.raises(ImportError, match=r"--controller: the isolation controller \(webhook.nope\) is not available"):
+        controller_entry("webhook.nope:run")
+    with pytest.raises(ImportError, match=r"--controller: webhook.config has no run\(options\) function"):
+        controller_entry("webhook.config:run")
