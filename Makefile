@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 tools: $(STAMP)
 	@if [ -x scripts/install-helm.sh ]; then scripts/install-helm.sh $(PY); fi
 
+# The main job: the admission webhook, locally, over TLS, on the bundled example cluster.
 run: $(STAMP)
-	$(NPG) lint --cluster examples/cluster examples/policies || true
+	@echo "Starting the webhook on https://localhost:8443 (Ctrl-C stops it). In another terminal:"
+	@echo "  curl -s --cacert certs/ca.crt -H 'Content-Type: application/json' --data @examples/admission/create-denied.json https://localhost:8443/validate"
+	$(NPG) serve --dev --cluster examples/cluster
 
+# The same checks offline: the good examples pass, the bad ones show each mistake.
 lint-examples: $(STAMP)
 	$(NPG) lint --cluster examples/cluster examples/policies/good
+	-$(NPG) lint --cluster examples/cluster examples/policies/bad
 
 test: $(STAMP) tools
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest -q
