@@ -91,6 +91,12 @@ class ClusterView:
         self._services_by_ns: dict[str, dict[str, Service]] = defaultdict(dict)
         self._service_port_ns: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
         self._policies: dict[str, dict[str, NetworkPolicy]] = defaultdict(dict)
+        # Immutable snapshots of a summary key's namespace set, handed to readers that
+        # iterate outside the lock. Built on first read, dropped only when that key's
+        # namespace membership changes (a namespace gains or loses the port: rare), so a
+        # read costs a dict lookup instead of copying thousands of names.
+        self._frozen: dict[int, dict[object, frozenset[str]]] = {
+            id(self._port_ns): {}, id(self._service_port_ns): {}}
         self._next_id = 0
         # Whether Namespace (resp. Pod/workload) objects were ever supplied. Without
         # them "matches nothing" cannot be told apart from "not shown", so checks that
@@ -138,16 +144,29 @@ class ClusterView:
         if name not in self._namespaces:
             self.upsert_namespace(Namespace(name, {NAME_LABEL: name}), implied=True)
 
-    @staticmethod
-    def _count(table: dict, key: object, ns: str, delta: int) -> None:
+    def _count(self, table: dict, key: object, ns: str, delta: int) -> None:
         per_ns = table[key]
-        n = per_ns.get(ns, 0) + delta
+        before = per_ns.get(ns, 0)
+        n = before + delta
         if n > 0:
             per_ns[ns] = n
         else:
             per_ns.pop(ns, None)
             if not per_ns:
                 del table[key]
+        if (before > 0) != (n > 0):  # the namespace joined or left this key's set
+            frozen = self._frozen.get(id(table))
+            if frozen is not None:
+                frozen.pop(key, None)
+
+    def _frozen_namespaces(self, table: dict, key: object) -> frozenset[str]:
+        """The namespaces `table` counts under `key`, as a cached immutable set."""
+        with self.lock:
+            frozen = self._frozen[id(table)]
+            found = frozen.get(key)
+            if found is None:
+                found = frozen[key] = frozenset(table.get(key, ()))
+            return found
 
     def _summarize_pod(self, pod: Pod, delta: int) -> None:
         ns = pod.namespace
@@ -415,9 +434,9 @@ def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: 
 
 def namespaces_declaring_port(view: ClusterView, port: int | str) -> AbstractSet[str]:
     """Namespaces where some pod or template declares a container port of that number or name.
-    A copy: callers iterate outside the lock while the live cache keeps changing the view."""
-    with view.lock:
-        return frozenset(view._port_ns.get(port, ()))
+    Immutable (callers iterate outside the lock while the live cache keeps changing the view)
+    and cached until a namespace gains or loses the port, so a call does not copy the set."""
+    return view._frozen_namespaces(view._port_ns, port)
 
 
 def services_in(view: ClusterView, namespace: str) -> list[Service]:
@@ -426,6 +445,6 @@ def services_in(view: ClusterView, namespace: str) -> list[Service]:
 
 
 def namespaces_with_service_port(view: ClusterView, port: int, protocol: str) -> AbstractSet[str]:
-    """Namespaces where some Service exposes `port`/`protocol` (read-only)."""
-    with view.lock:
-        return frozenset(view._service_port_ns.get((port, protocol), ()))
+    """Namespaces where some Service exposes `port`/`protocol` (immutable, cached like
+    namespaces_declaring_port)."""
+    return view._frozen_namespaces(view._service_port_ns, (port, protocol))
