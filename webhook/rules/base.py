@@ -76,6 +76,7 @@ class Rule:
 class Registry:
     def __init__(self) -> None:
         self._rules: dict[str, Rule] = {}
+        self._ordered: tuple[Rule, ...] | None = None  # sorted once: the runner iterates per policy
 
     def add(self, rule: Rule) -> Rule:
         if rule.id in self._rules:
@@ -87,6 +88,7 @@ class Registry:
         if rule.severity not in SEVERITIES:
             raise ValueError(f"rule {rule.id}: severity {rule.severity!r} not one of {SEVERITIES}")
         self._rules[rule.id] = rule
+        self._ordered = None
         return rule
 
     def get(self, rule_id: str) -> Rule:
@@ -96,7 +98,9 @@ class Registry:
         return rule_id in self._rules
 
     def __iter__(self) -> Iterator[Rule]:
-        return iter(sorted(self._rules.values(), key=lambda r: (CATEGORIES.index(r.category), r.id)))
+        if self._ordered is None:
+            self._ordered = tuple(sorted(self._rules.values(), key=lambda r: (CATEGORIES.index(r.category), r.id)))
+        return iter(self._ordered)
 
     def ids(self) -> list[str]:
         return [r.id for r in self]
