@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
+from typing import Any, Literal, Optional
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
