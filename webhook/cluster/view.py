@@ -383,7 +383,8 @@ from collections.abc import Set as AbstractSet  # noqa: E402
 # check never walks every namespace's pods and no query ever rebuilds anything.
 
 def _namespace_candidates(view: ClusterView, sel: LabelSelector) -> AbstractSet[str]:
-    """Namespaces that may hold a pod `sel` selects: a superset, from the label-pair summary."""
+    """Namespaces that may hold a pod `sel` selects: a superset, from the label-pair summary.
+    Possibly a live view of a summary (no copy of thousands of names): use it under the lock."""
     best: AbstractSet[str] | None = None
     for pair in sel.match_labels:
         s = view._pair_ns.get(pair, {}).keys()
@@ -402,7 +403,7 @@ def _namespace_candidates(view: ClusterView, sel: LabelSelector) -> AbstractSet[
             best = s
     if best is None:
         return {ns for ns, idx in view._pod_index.items() if idx.all}
-    return set(best)
+    return best
 
 
 def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: LabelSelector | None = None,
@@ -418,7 +419,7 @@ def namespaces_with_pods(view: ClusterView, sel: LabelSelector, *, ns_selector: 
             # the namespace selector can match (from the namespace label index).
             ns_ids = view._ns_index.candidates(ns_selector)
             if len(ns_ids) < len(candidates):
-                candidates = {view._ns_by_id[i] for i in ns_ids} & set(candidates)
+                candidates = {name for name in (view._ns_by_id[i] for i in ns_ids) if name in candidates}
         out = []
         for ns in sorted(candidates):
             if ns in skip:
