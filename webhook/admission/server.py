@@ -1,23 +1,28 @@
-"""Running the app under gunicorn through its Python API, and the controller hook.
+"""Running the app under gunicorn through its Python API, and the pod agent.
 
-Process model (gunicorn master + N forked workers):
+Process model (gunicorn master + N forked workers + at most one agent):
 
 - master: validates everything before binding (config, certificate files, view
-  source construction, the controller module), binds the socket, forks workers,
-  restarts dead ones, and, with --controller, runs the controller hook (below).
+  source construction, the controller module), builds the one TLS reloader the workers
+  inherit, binds the socket, forks workers, restarts dead ones, and starts the pod agent
+  (below) when there is work for it.
 - each worker, after the fork: ``source.start()``, opens its metrics file, builds
-  the Flask app; TLS contexts come from webhook.admission.tls (hot reload per
-  connection); on exit ``source.stop()``.
+  the Flask app; the TLS context for each connection comes from the reloader (hot
+  reload, webhook.admission.tls); on exit ``source.stop()``.
 
-The --controller hook: ``when_ready`` in the master (after the socket is bound)
-starts ONE child process, with the "spawn" start method (so it shares no threads or
-locks with the master), running ``webhook.isolation.controller.run(options)``, where
-``options`` is a ``ControllerOptions`` (config, cluster paths, dev, kubeconfig). The function
-should block until SIGTERM, then return (install a SIGTERM handler that stops its
-loops; the default handler just ends the process, which is also acceptable). `serve`
-checks at start-up that the function exists and exits 2 if not. The master stops it (SIGTERM, then SIGKILL
-after graceful_timeout) when gunicorn exits, and logs if it dies. Exactly one
-controller runs per serve process, whatever the number of workers.
+The pod agent: ``when_ready`` in the master (after the socket is bound) starts ONE
+child process, with the "spawn" start method (so it shares no threads or locks with the
+master), running ``webhook.agent.run(options)`` with an ``AgentOptions``. It holds the
+pod's single leader elector and runs, as configured, the isolation controller
+(``--controller``) and the certificate manager (``certificates.selfManaged``): both
+single-writer roles lead together on the elected pod, once per pod, never per worker.
+It blocks until SIGTERM. The master stops it (SIGTERM, then SIGKILL after
+graceful_timeout) when gunicorn exits, and logs if it dies.
+
+Waiting for a certificate (selfManaged, first install): ``ServeOptions.placeholder``
+names a throwaway certificate that gunicorn is given (it insists on an existing
+certfile at bind time) and the reloader serves until the real files appear; see
+webhook.admission.tls.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from typing import Optional
 from gunicorn.app.base import BaseApplication
 
 from webhook import gunicorn_conf
-from webhook.admission.tls import current as tls_current, gunicorn_ssl_context
+from webhook.admission.tls import ReloadingContext
 from webhook.cluster.source import ViewSource
 from webhook.config import Config
 from webhook.metrics import Metrics
@@ -39,16 +44,24 @@ from webhook.metrics import Metrics
 log = logging.getLogger("netpol_guard.server")
 CONTROLLER_MODULE = "webhook.isolation.controller"
 CONTROLLER_ENTRY = f"{CONTROLLER_MODULE}:run"
+AGENT_ENTRY = "webhook.agent:run"
 
 
 @dataclass(frozen=True)
-class ControllerOptions:
-    """What the controller process receives (picklable: it crosses a spawn)."""
+class AgentOptions:
+    """What the pod agent process receives (picklable: it crosses a spawn)."""
 
     config: Config
     cluster_paths: tuple[str, ...] = ()
     dev: bool = False
     kubeconfig: Optional[str] = None  # serve --kubeconfig (None: in-cluster, else the default kubeconfig)
+    controller: bool = True  # run the isolation controller (serve --controller)
+    certificates: bool = False  # run the certificate manager (certificates.selfManaged)
+    namespace: Optional[str] = None  # POD_NAMESPACE: the Secret's and the Lease's namespace
+
+
+# The agent began as the controller process; the old name still reads naturally for it.
+ControllerOptions = AgentOptions
 
 
 @dataclass
@@ -62,8 +75,10 @@ class ServeOptions:
     workers: Optional[int] = None
     threads: Optional[int] = None
     metrics_dir: Optional[str] = None
-    controller: Optional[ControllerOptions] = None
-    controller_entry: str = CONTROLLER_ENTRY  # "module:function" (tests point it elsewhere)
+    controller: Optional[AgentOptions] = None  # the pod agent's options; None: no agent process
+    controller_entry: str = AGENT_ENTRY  # "module:function" the agent runs (tests point it elsewhere)
+    placeholder: Optional[tuple[str, str]] = None  # (cert, key) served until --cert/--key first load
+    waiting_for: str = ""  # what /readyz says it waits for meanwhile
     extra: dict = field(default_factory=dict)  # further gunicorn settings (benchmarks)
 
 
@@ -82,23 +97,23 @@ def controller_entry(entry: str = CONTROLLER_ENTRY):
     return run
 
 
-def _controller_main(entry: str, options: ControllerOptions) -> None:  # in the spawned child
+def _agent_main(entry: str, options: AgentOptions) -> None:  # in the spawned child
     from webhook.logging_setup import configure
     configure()
     controller_entry(entry)(options)
 
 
-class ControllerProcess:
-    def __init__(self, options: ControllerOptions, grace: float, entry: str = CONTROLLER_ENTRY):
+class AgentProcess:
+    def __init__(self, options: AgentOptions, grace: float, entry: str = AGENT_ENTRY):
         self.options, self.grace, self.entry = options, grace, entry
         self.process: Optional[multiprocessing.Process] = None
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.process = ctx.Process(target=_controller_main, args=(self.entry, self.options),
-                                   name="netpol-guard-controller")
+        self.process = ctx.Process(target=_agent_main, args=(self.entry, self.options),
+                                   name="netpol-guard-agent")
         self.process.start()
-        log.info("controller started in process %s", self.process.pid)
+        log.info("pod agent started in process %s (%s)", self.process.pid, _roles(self.options))
 
     def stop(self) -> None:
         p = self.process
@@ -110,13 +125,23 @@ class ControllerProcess:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGKILL)
                 p.join(5)
-        log.info("controller stopped (exit code %s)", p.exitcode)
+        log.info("%s stopped (pod agent, exit code %s)", _roles(self.options), p.exitcode)
+
+
+def _roles(options: AgentOptions) -> str:
+    roles = [name for name, on in (("isolation controller", options.controller),
+                                   ("certificate manager", options.certificates)) if on]
+    return " and ".join(roles) or "no roles"
 
 
 class WebhookServer(BaseApplication):
     def __init__(self, options: ServeOptions):
         self.options = options
-        self.controller: Optional[ControllerProcess] = None
+        self.controller: Optional[AgentProcess] = None
+        # Built here, in the master, unloaded: every worker inherits it through the fork and
+        # loads (and reloads) the files itself on its first connection.
+        self.tls = ReloadingContext(options.cert, options.key, options.client_ca,
+                                    placeholder=options.placeholder, waiting_for=options.waiting_for)
         super().__init__(prog="netpol-guard serve")
 
     def load_config(self) -> None:
@@ -124,10 +149,12 @@ class WebhookServer(BaseApplication):
         values = gunicorn_conf.settings(o.workers, o.threads)
         values.update({
             "bind": [o.bind],
-            "certfile": o.cert,
-            "keyfile": o.key,
+            # gunicorn refuses to bind without an existing certfile; before the real one
+            # exists it gets the placeholder (our ssl_context hook decides what is served).
+            "certfile": o.placeholder[0] if o.placeholder else o.cert,
+            "keyfile": o.placeholder[1] if o.placeholder else o.key,
             "ca_certs": o.client_ca,
-            "ssl_context": gunicorn_ssl_context,
+            "ssl_context": self._ssl_context,
             "worker_exit": self._worker_exit,
             "when_ready": self._when_ready,
             "on_exit": self._on_exit,
@@ -137,10 +164,13 @@ class WebhookServer(BaseApplication):
             self.cfg.set(key, value)
 
     # --- hooks ------------------------------------------------------------------------
+    def _ssl_context(self, conf, default_ssl_context_factory):  # worker, every accepted connection
+        return self.tls.context()
+
     def _when_ready(self, server) -> None:  # master
         if self.options.controller is not None and self.controller is None:
-            self.controller = ControllerProcess(self.options.controller, float(self.cfg.graceful_timeout),
-                                                self.options.controller_entry)
+            self.controller = AgentProcess(self.options.controller, float(self.cfg.graceful_timeout),
+                                           self.options.controller_entry)
             self.controller.start()
 
     def _on_exit(self, server) -> None:  # master
@@ -158,5 +188,4 @@ class WebhookServer(BaseApplication):
 
         o = self.options
         o.source.start()
-        tls = tls_current(o.cert, o.key, o.client_ca)
-        return create_app(o.config, o.source, Metrics(o.metrics_dir), tls)
+        return create_app(o.config, o.source, Metrics(o.metrics_dir), self.tls)

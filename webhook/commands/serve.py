@@ -23,6 +23,14 @@ is one, else an empty cluster.
 A bad configuration, certificate or snapshot stops serve before it binds (exit 2) with
 every problem listed.
 
+Self-managed certificates (config certificates.selfManaged, the chart's default): the
+elected replica creates the TLS Secret and the webhooks' caBundle (one pod agent process
+runs the leader election, the certificate manager and, with --controller, the isolation
+controller). Until --cert/--key exist (the kubelet mounts the Secret a little after the
+leader creates it), serve listens with a throwaway self-signed certificate: /healthz
+answers 200, /readyz 503 saying what it waits for; the files are loaded when they appear.
+Needs POD_NAMESPACE (the Secret's namespace).
+
 examples:
   netpol-guard serve --dev --cluster examples/cluster
   netpol-guard serve --config /etc/netpol-guard/config.yaml --cert /tls/tls.crt --key /tls/tls.key
@@ -93,6 +101,39 @@ def _check_tls(cert: str, key: str, client_ca: str | None) -> None:
                      f"{' / --client-ca ' + client_ca if client_ca else ''}: {exc}") from None
 
 
+def _self_managed_tls(config, cert: str, key: str, client_ca: str | None, kubeconfig: str | None) -> bool:
+    """Checks for certificates.selfManaged; True when --cert/--key are not usable yet (serve
+    then starts with a placeholder and waits for the leader's Secret)."""
+    import ssl
+    from webhook.admission.tls import build_context
+    from webhook.isolation.controller import kube_api_client
+
+    if not os.environ.get("POD_NAMESPACE"):
+        raise _usage("certificates.selfManaged needs POD_NAMESPACE, the namespace of the TLS Secret "
+                     f"{config.certificates.secretName} and of the Lease (the chart sets it from the pod's "
+                     "metadata.namespace)")
+    if client_ca and not os.path.isfile(client_ca):
+        raise _usage(f"--client-ca {client_ca}: no such file")
+    try:
+        kube_api_client(kubeconfig).close()  # reads the configuration only; no request
+    except Exception as exc:  # noqa: BLE001 - every way of having no configuration
+        raise _usage("certificates.selfManaged needs the Kubernetes API (in-cluster configuration or "
+                     f"--kubeconfig): {exc}") from None
+    missing = [f"{flag} {path}" for flag, path in (("--cert", cert), ("--key", key)) if not os.path.isfile(path)]
+    try:
+        if missing:
+            raise FileNotFoundError(f"{' and '.join(missing)}: no such file yet")
+        build_context(cert, key, client_ca)
+        return False
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        # Not an error here: on a first install the Secret does not exist yet, and a Secret
+        # edited into garbage is replaced by the leader - which may be this very pod.
+        print(f"netpol-guard serve: the TLS certificate is not usable yet ({exc}); waiting for the "
+              f"leader's Secret {os.environ['POD_NAMESPACE']}/{config.certificates.secretName} to be "
+              "mounted (unready until then)", file=sys.stderr)
+        return True
+
+
 def _bind(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -122,16 +163,24 @@ def run(args: argparse.Namespace) -> int:
         raise _usage("; ".join(problems))
     bind = _bind(args.bind or (DEV_BIND if args.dev else DEFAULT_BIND))
     cert, key = (args.cert, args.key) if args.cert else _dev_certs()
-    _check_tls(cert, key, args.client_ca)
+    # --dev brings its own certificate; otherwise the config decides who makes it
+    self_managed = config.certificates.selfManaged and not args.dev
+    waiting = False
+    if self_managed:
+        waiting = _self_managed_tls(config, cert, key, args.client_ca, args.kubeconfig)
+    else:
+        _check_tls(cert, key, args.client_ca)
 
-    controller = None
-    if args.controller:
-        from webhook.admission.server import ControllerOptions, controller_entry
-        try:
-            controller_entry()
-        except ImportError as exc:
-            raise _usage(str(exc)) from None
-        controller = ControllerOptions(config, tuple(args.cluster), args.dev, args.kubeconfig)
+    agent = None
+    if args.controller or self_managed:
+        from webhook.admission.server import AgentOptions, controller_entry
+        if args.controller:
+            try:
+                controller_entry()
+            except ImportError as exc:
+                raise _usage(str(exc)) from None
+        agent = AgentOptions(config, tuple(args.cluster), args.dev, args.kubeconfig, controller=args.controller,
+                             certificates=self_managed, namespace=os.environ.get("POD_NAMESPACE") or None)
 
     try:
         if args.cluster:
@@ -159,14 +208,24 @@ def run(args: argparse.Namespace) -> int:
               f"the view ({', '.join(invalid[:3])}{', ...' if len(invalid) > 3 else ''}); "
               "`netpol-guard lint` says why", file=sys.stderr)
     metrics_dir = tempfile.mkdtemp(prefix="netpol-guard-metrics-")
+    placeholder, placeholder_dir, waiting_for = None, None, ""
+    if waiting:
+        from webhook.admission.tls import write_placeholder
+        placeholder_dir = tempfile.mkdtemp(prefix="netpol-guard-placeholder-")
+        placeholder = write_placeholder(placeholder_dir)
+        waiting_for = (f"certificates.selfManaged: the elected replica creates Secret "
+                       f"{os.environ['POD_NAMESPACE']}/{config.certificates.secretName}, then the kubelet mounts it")
     master = os.getpid()
     try:
         WebhookServer(ServeOptions(config=config, source=source, cert=cert, key=key, bind=bind,
                                    client_ca=args.client_ca, workers=args.workers, threads=args.threads,
-                                   metrics_dir=metrics_dir, controller=controller)).run()
+                                   metrics_dir=metrics_dir, controller=agent, placeholder=placeholder,
+                                   waiting_for=waiting_for)).run()
     finally:
         # Workers leave gunicorn by SystemExit through this frame too: only the master
-        # may remove the directory (a replaced worker's counters must survive it).
+        # may remove the directories (a replaced worker's counters must survive it).
         if os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            if placeholder_dir:
+                shutil.rmtree(placeholder_dir, ignore_errors=True)
     return 0

@@ -516,30 +516,13 @@ def wait_for_termination() -> None:
 
 
 def run(options: Any) -> None:
-    """The `serve --controller` entry (webhook.admission.server spawns it as one child of the
-    gunicorn master): the controller under leader election until SIGTERM.
+    """The isolation controller alone under leader election until SIGTERM (options: the
+    fields of webhook.admission.server.AgentOptions). `serve` runs webhook.agent.run, which
+    shares one elector between this controller and the certificate manager; this entry
+    is that agent with only the controller role."""
+    from dataclasses import replace, is_dataclass
+    from webhook.agent import run as run_agent
 
-    options: webhook.admission.server.ControllerOptions (config, cluster_paths, dev; and
-    kubeconfig, if it has that field). With --cluster there is no API server to reconcile
-    against, so the controller stays idle."""
-    config = options.config
-    if getattr(options, "cluster_paths", ()):
-        log.warning("isolation controller idle: serve --cluster reads manifests, there is no cluster to reconcile")
-        wait_for_termination()
-        return
-    try:
-        api_client = kube_api_client(getattr(options, "kubeconfig", None))
-    except Exception as exc:  # noqa: BLE001 - no configuration at all
-        if getattr(options, "dev", False):
-            log.warning("isolation controller idle: no cluster configuration (%s)", exc)
-            wait_for_termination()
-            return
-        raise SystemExit(f"isolation controller: no cluster configuration: {exc}") from None
-    running = run_in_background(config, api_client)
-    log.info("isolation controller started (identity %s, Lease %s/%s)", running.elector.identity,
-             running.elector.namespace, running.elector.name)
-    try:
-        wait_for_termination()
-    finally:
-        running.stop()
-        api_client.close()
+    if is_dataclass(options) and hasattr(options, "certificates"):
+        options = replace(options, controller=True, certificates=False)
+    run_agent(options)
