@@ -22,6 +22,8 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 # Cloud instance metadata (AWS, GCP, Azure, OpenStack...; AWS also serves it over IPv6).
 METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254")
 METADATA_PORT = 80
+# Parsed once: the check asks about them for every egress rule of every policy.
+_METADATA_ENDPOINTS = tuple((addr, Endpoint.of_ip(addr)) for addr in METADATA_ADDRESSES)
 # A block inside these ranges names link-local / metadata addresses on purpose.
 _DELIBERATE = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::/32"))
 
@@ -190,8 +192,7 @@ def ipblock_metadata_reachable(policy: NetworkPolicy, ctx: Context) -> Iterator[
     engine = ctx.engine
     for r in policy.rules_for(EGRESS):
         reachable = []
-        for addr in METADATA_ADDRESSES:
-            ep = Endpoint.of_ip(addr)
+        for addr, ep in _METADATA_ENDPOINTS:
             if engine.rule_allows(policy, r, ep, METADATA_PORT, "TCP", ep) is None:
                 continue
             reachable.append(addr)
@@ -211,7 +212,7 @@ def ipblock_metadata_reachable(policy: NetworkPolicy, ctx: Context) -> Iterator[
             block = peer.ip_block
             if block is None or _deliberate(block):
                 continue
-            hits = [a for a in reachable if block.contains(ipaddress.ip_address(a))]
+            hits = [a for a, ep in _METADATA_ENDPOINTS if a in reachable and block.contains(ep.ip)]
             if not hits:
                 continue
             yield Hit(_block_path(r, peer),
