@@ -118,6 +118,17 @@ class DnsStatus:
         return bool(self.tcp_gaps)
 
 
+# What stored policies allow toward DNS, kept across contexts (one context per admission
+# review, and the live view's generation moves on every watch event). A stored policy is an
+# immutable object, and its allowance depends only on it and on what the targets look like
+# to the engine (the DNS pods, their namespaces' labels, node-local addresses, the ipBlock
+# switch): entries are checked against that signature, so a changed DNS deployment is
+# recomputed. id(policy) -> (policy, signature, allowance); the policy is kept so the id
+# stays its own. Bounded: cleared when full.
+_STORED_ALLOWANCES: dict[int, tuple[NetworkPolicy, tuple, "Allowance"]] = {}
+_STORED_ALLOWANCES_MAX = 100_000
+
+
 class _DnsAnalysis:
     """Per-context caches: the DNS targets, each policy's allowance (asked for by every policy
     that shares pods with it), each namespace's policies and each label class's isolating
@@ -131,6 +142,8 @@ class _DnsAnalysis:
         self.targets: list[Endpoint] = ([Endpoint.of_pod(p) for p in self.dns_pods]
                                         + [Endpoint.of_ip(a) for a in self.node_local])
         self.pod_targets = len(self.dns_pods)
+        self.signature = (ctx.engine.ip_block_matches_pods, tuple(self.dns_pods), self.node_local,
+                          tuple(ctx.view.namespace_labels(p.namespace) for p in self.dns_pods))
         self.allowances: dict[NetworkPolicy, Allowance] = {}
         self.ns_policies: dict[str, list[NetworkPolicy]] = {}
         self.ns_cover: dict[str, Allowance] = {}
@@ -165,7 +178,21 @@ class _DnsAnalysis:
     def allowance(self, policy: NetworkPolicy) -> Allowance:
         got = self.allowances.get(policy)
         if got is None:
-            got = self.allowances[policy] = self._compute(policy)
+            got = self.allowances[policy] = self._stored_allowance(policy)
+        return got
+
+    def _stored_allowance(self, policy: NetworkPolicy) -> Allowance:
+        """The allowance, from the cross-context cache when `policy` is the view's own object."""
+        view = self.ctx.view
+        if view.policy(policy.namespace, policy.name) is not policy:
+            return self._compute(policy)  # a candidate or lint input: seen once
+        entry = _STORED_ALLOWANCES.get(id(policy))
+        if entry is not None and entry[0] is policy and entry[1] == self.signature:
+            return entry[2]
+        got = self._compute(policy)
+        if len(_STORED_ALLOWANCES) >= _STORED_ALLOWANCES_MAX:
+            _STORED_ALLOWANCES.clear()
+        _STORED_ALLOWANCES[id(policy)] = (policy, self.signature, got)
         return got
 
     def _compute(self, policy: NetworkPolicy) -> Allowance:
