@@ -110,6 +110,8 @@ def cluster(kube_api):
     """What `helm install` created before the pods start: the namespace and the webhook
     configuration without a caBundle. No Secret."""
     kube_api.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    kube_api.put_object({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": "shop", "labels": {"netpol-guard.io/isolate": "all"}}})
     kube_api.put_object({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": WEBHOOKS},
@@ -135,7 +137,7 @@ def _start(tmp_path: Path, kube_api, tls_dir: Path, *, env: dict | None = None, 
         "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "nobody"}}]}))
     paths = CertPaths(str(tls_dir), str(tls_dir / "ca.crt"), str(tls_dir / "tls.crt"), str(tls_dir / "tls.key"))
     return start_server(["--config", str(config), "--kubeconfig", str(kubeconfig), "--workers", "2",
-                         "--threads", "2", "--cert", paths.cert, "--key", paths.key],
+                         "--threads", "2", "--cert", paths.cert, "--key", paths.key, "--controller"],
                         certs=paths, pass_certs=False, wait=wait, workdir=str(tmp_path),
                         env={"HOME": str(tmp_path), "POD_NAMESPACE": NS, "POD_NAME": POD, **(env or {})})
 
@@ -191,6 +193,11 @@ def test_first_install_waits_for_the_leaders_secret_then_serves_and_rotates_with
         assert lease["spec"]["holderIdentity"] == POD
         hook = cluster.get_object("ValidatingWebhookConfiguration", None, WEBHOOKS)["webhooks"][0]
         assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        # ...and, with --controller, the isolation controller leads on the same Lease
+        _wait(lambda: cluster.get_object("NetworkPolicy", "shop", "netpol-guard-default-deny"),
+              "the controller's default-deny in the isolated namespace", server)
+        agents = [line for line in server.log_text().splitlines() if "pod agent started in process" in line]
+        assert len(agents) == 1 and "isolation controller and certificate manager" in agents[0]
 
         # 3. The kubelet mounts it; the server picks the files up without a restart.
         kubelet = Kubelet(tls_dir)
@@ -201,7 +208,6 @@ def test_first_install_waits_for_the_leaders_secret_then_serves_and_rotates_with
         status, body = client.post_json("/validate", REVIEW)
         assert status == 200 and body["response"]["allowed"] is False
         client.close()
-        assert "certificate manager" in server.log_text()
 
         # 4. A renewal (same CA, new serving certificate) under continuous load.
         posters = [Poster(server, fresh_connections=False), Poster(server, fresh_connections=True)]
@@ -245,8 +251,7 @@ def test_self_managed_without_pod_namespace_is_a_clear_start_up_error(cluster, t
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"certificates": {"selfManaged": True}}))
-    env = {k: v for k, v in os.environ.items() if k != "POD_NAMESPACE"}
-    env["POD_NAMESPACE"] = ""
+    env = {"POD_NAMESPACE": ""}
     result = run_serve(["--config", str(config), "--cert", str(tmp_path / "tls.crt"),
                         "--key", str(tmp_path / "tls.key"), "--bind", "127.0.0.1:1"], env=env)
     assert result.returncode == 2
@@ -261,3 +266,64 @@ def test_without_self_management_a_missing_certificate_is_still_a_usage_error(tm
                         "--key", str(tmp_path / "tls.key"), "--bind", "127.0.0.1:1"])
     assert result.returncode == 2
     assert f"--cert {tmp_path / 'tls.crt'}: no such file" in result.stderr
+
+
+def test_the_placeholder_is_served_only_until_the_first_certificate_loads(tmp_path):
+    from tests.server_fixture import make_certs
+    from webhook.admission.tls import PLACEHOLDER_NAME, ReloadingContext, write_placeholder
+
+    def served_name(reloader) -> str:
+        """The subject the reloader's current context presents in a real handshake."""
+        import socket
+        ctx = reloader.context()
+        server_sock, client_sock = socket.socketpair()
+        with server_sock, client_sock:
+            done = threading.Thread(target=lambda: _handshake(ctx, server_sock), daemon=True)
+            done.start()
+            with ssl._create_unverified_context().wrap_socket(client_sock) as tls:
+                der = tls.getpeercert(binary_form=True)
+            done.join(5)
+        from cryptography import x509
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+    (tmp_path / "p").mkdir()
+    live = tmp_path / "live"
+    reloader = ReloadingContext(str(live / "tls.crt"), str(live / "tls.key"),
+                                placeholder=write_placeholder(str(tmp_path / "p")), waiting_for="the leader's Secret")
+    assert PLACEHOLDER_NAME in served_name(reloader)
+    ok, why = reloader.ready()
+    assert not ok and why.startswith("waiting for the certificate:") and why.endswith("; the leader's Secret")
+    assert reloader.seconds_until_expiry() is None  # no expiry metric for the placeholder
+
+    make_certs(live, names=["real.example"])  # appears: loaded on the very next connection
+    assert served_name(reloader) == "CN=real.example"
+    assert reloader.ready() == (True, "certificate loaded")
+    for name in ("tls.crt", "tls.key"):
+        (live / name).unlink()
+    time.sleep(reloader.check_interval)
+    assert served_name(reloader) == "CN=real.example"  # the last good pair, never the placeholder again
+    ok, why = reloader.ready()
+    assert ok and why.startswith("serving the previous certificate")
+
+
+def _handshake(ctx, sock) -> None:
+    try:
+        with ctx.wrap_socket(sock, server_side=True) as tls:
+            tls.recv(1)
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def test_self_managed_without_a_cluster_configuration_is_a_clear_start_up_error(tmp_path):
+    from tests.server_fixture import run_serve
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"certificates": {"selfManaged": True}}))
+    # no in-cluster service, no kubeconfig anywhere
+    env = {"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none"), "KUBERNETES_SERVICE_HOST": "",
+           "POD_NAMESPACE": NS}
+    result = run_serve(["--cluster", "examples/cluster", "--config", str(config), "--cert", str(tmp_path / "tls.crt"),
+                        "--key", str(tmp_path / "tls.key"), "--bind", "127.0.0.1:1"], env=env)
+    assert result.returncode == 2
+    assert "certificates.selfManaged needs the Kubernetes API" in result.stderr
+    assert "Traceback" not in result.stderr
