@@ -602,6 +602,8 @@ spec:
   egress:""" + DNS_EGRESS + CLUSTER),),
 )
 def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
+    if not any(r.ports for r in policy.rules_for(EGRESS)):
+        return  # only rules naming ports can be DNS rules: skip building the DNS analysis
     an = _analysis(ctx)
     engine = ctx.engine
     dns_peer = dns_fix_rule(ctx)["to"][0]
