@@ -119,12 +119,18 @@ class AgentProcess:
         p = self.process
         if p is None or p.pid is None:
             return
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGTERM)
-            p.join(self.grace)
+        # gunicorn's master reaps every child it is told about (SIGCHLD), ours included, so
+        # an agent that already ended may be gone without multiprocessing knowing it.
+        try:
             if p.is_alive():
-                os.kill(p.pid, signal.SIGKILL)
-                p.join(5)
+                os.kill(p.pid, signal.SIGTERM)
+                p.join(self.grace)
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGKILL)
+                    p.join(5)
+        except ProcessLookupError:
+            log.warning("the pod agent (process %s) had already ended", p.pid)
+            return
         log.info("%s stopped (pod agent, exit code %s)", _roles(self.options), p.exitcode)
 
 
