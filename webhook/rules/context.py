@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Iterable
 
 from webhook.cluster.objects import NAME_LABEL, ContainerPort, Pod
@@ -59,11 +59,17 @@ class Context:
     # --- suggestions -------------------------------------------------------------------
     @staticmethod
     def closest(word: str, options: Iterable[str], n: int = 1) -> list[str]:
-        opts = sorted(set(options))
-        return difflib.get_close_matches(word, opts, n=n, cutoff=0.6)
+        return list(_close_matches(word, tuple(sorted(set(options))), n))
 
     def namespace_exists(self, name: str) -> bool:
         return self.view.namespace(name) is not None
+
+
+@lru_cache(maxsize=4096)
+def _close_matches(word: str, options: tuple[str, ...], n: int) -> tuple[str, ...]:
+    # The webhook meets the same typo against the same labels review after review;
+    # difflib costs ~20 us per suggestion. Keyed on the full option list, so exact.
+    return tuple(difflib.get_close_matches(word, options, n=n, cutoff=0.6))
 
 
 def selected_pods(ctx: Context, policy: NetworkPolicy, limit: int | None = None) -> list[Pod]:
