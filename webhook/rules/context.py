@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from webhook.cluster.objects import NAME_LABEL, ContainerPort, Pod
 from webhook.cluster.view import ClusterView
@@ -29,7 +29,17 @@ class Context:
     def __post_init__(self) -> None:
         if self.engine is None:
             self.engine = Engine(self.view, self.config.cluster.ipBlockMatchesPods)
-        self._dns_cache: dict[str, tuple[bool, bool, bool]] = {}
+        self._derived: dict[str, tuple[int, Any]] = {}
+
+    def derived(self, key: str, build: Callable[[], Any]) -> Any:
+        """A fact derived from the view (an index, an analysis), built once and rebuilt only
+        when the view has changed since: one context serves a whole lint run, and the live
+        cache changes the view under a long-lived one."""
+        generation = self.view.generation
+        got = self._derived.get(key)
+        if got is None or got[0] != generation:
+            got = self._derived[key] = (generation, build())
+        return got[1]
 
     def with_engine(self, engine: Engine) -> "Context":
         return Context(self.view, self.config, engine)

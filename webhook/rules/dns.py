@@ -136,7 +136,6 @@ class _DnsAnalysis:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.generation = ctx.view.generation
         self.dns_pods: list[Pod] = list(ctx.dns_pods)
         self.node_local: tuple[str, ...] = tuple(ctx.config.dns.nodeLocalAddresses)
         self.targets: list[Endpoint] = ([Endpoint.of_pod(p) for p in self.dns_pods]
@@ -279,11 +278,7 @@ class _DnsAnalysis:
 
 
 def _analysis(ctx: Context) -> _DnsAnalysis:
-    got = ctx.__dict__.get("_dns_analysis")
-    if got is None or got.generation != ctx.view.generation:
-        got = _DnsAnalysis(ctx)
-        ctx.__dict__["_dns_analysis"] = got
-    return got
+    return ctx.derived("dns-analysis", lambda: _DnsAnalysis(ctx))
 
 
 def hypothetical_pod(policy: NetworkPolicy) -> Pod:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-import json
 import socket
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
@@ -54,17 +53,6 @@ def _block_dict(block: IPBlock, extra_excepts: tuple[str, ...] = ()) -> dict:
     if excepts:
         out["except"] = excepts
     return out
-
-
-def _fix(ctx: Context, obj) -> str:
-    """A fix snippet, rendered once per distinct content per context: thousands of policies
-    repeat the same few blocks, and YAML rendering costs more than the check itself."""
-    cache = ctx.__dict__.setdefault("_ipblock_snippets", {})
-    key = json.dumps(obj)  # key order kept: it is the rendering order
-    got = cache.get(key)
-    if got is None:
-        got = cache[key] = snippet(obj)
-    return got
 
 
 # --- ipblock-host-bits ---------------------------------------------------------------------------
@@ -131,14 +119,14 @@ def ipblock_host_bits(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
                       f"{block.cidr} has host bits set and means {fixed}"
                       f" ({block.network.num_addresses} addresses); write {fixed}, or "
                       f"{_as_cidr(block.cidr.split('/')[0])} for the one host",
-                      _fix(ctx, {"cidr": fixed}))
+                      snippet({"cidr": fixed}))
         for i, ex in enumerate(block.excepts):
             fixed_ex = canonical_cidr(ex)
             if fixed_ex:
                 canon = [canonical_cidr(e) or e for e in block.excepts]
                 yield Hit(f"{path}.except[{i}]",
                           f"except {ex} has host bits set and means {fixed_ex}",
-                          _fix(ctx, {"except": canon}))
+                          snippet({"except": canon}))
 
 
 # --- ipblock-metadata-reachable ------------------------------------------------------------------
@@ -204,7 +192,7 @@ def ipblock_metadata_reachable(policy: NetworkPolicy, ctx: Context) -> Iterator[
                       f"this rule allows every destination {ports}, the cloud metadata service "
                       f"({', '.join(reachable)}) included; list destinations with the metadata "
                       f"address excepted",
-                      _fix(ctx, {"to": [{"namespaceSelector": {}},
+                      snippet({"to": [{"namespaceSelector": {}},
                                       {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}},
                                       {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128"]}}]}))
             continue
@@ -218,7 +206,7 @@ def ipblock_metadata_reachable(policy: NetworkPolicy, ctx: Context) -> Iterator[
             yield Hit(_block_path(r, peer),
                       f"{block.cidr} includes the cloud metadata service {hits[0]} {ports}: a pod can "
                       f"read the node's cloud credentials; add it to `except`",
-                      _fix(ctx, {"ipBlock": _block_dict(block, tuple(_as_cidr(a) for a in hits))}))
+                      snippet({"ipBlock": _block_dict(block, tuple(_as_cidr(a) for a in hits))}))
 
 
 # --- ipblock-targets-cluster ---------------------------------------------------------------------
@@ -235,7 +223,6 @@ class _AddressIndex:
     cluster addresses are a binary search, not a walk over every pod."""
 
     def __init__(self, ctx: Context) -> None:
-        self.generation = ctx.view.generation
         entries: list[tuple[int, int, int, _Owner]] = []
         seq = 0
         for pod in ctx.view.pods():
@@ -294,11 +281,7 @@ def _networks(cidrs) -> list[IPNetwork]:
 
 
 def _address_index(ctx: Context) -> _AddressIndex:
-    got = ctx.__dict__.get("_ipblock_addresses")
-    if got is None or got.generation != ctx.view.generation:
-        got = _AddressIndex(ctx)
-        ctx.__dict__["_ipblock_addresses"] = got
-    return got
+    return ctx.derived("ipblock-addresses", lambda: _AddressIndex(ctx))
 
 
 def _selector_peer(namespace: str, labels) -> dict:
@@ -406,24 +389,24 @@ def _cluster_target(ctx: Context, block: IPBlock, index: _AddressIndex, path: st
                 why = ("Services are translated to pod IPs before policy applies, so it never matches"
                        if kind == "service" else "pod IPs change and CNIs differ on whether ipBlock matches pods")
                 return Hit(path, f"{block.cidr} lies inside the {kind} network {cluster_net}: {why}; "
-                                 f"select the pods instead", _fix(ctx, {field: [peer]}))
+                                 f"select the pods instead", snippet({field: [peer]}))
     if services:
         svc = services[0]
         return Hit(path, f"{block.cidr} contains the ClusterIP {svc.cluster_ips[0]} of Service {svc.key}: "
                          f"Services are translated to pod IPs before policy applies, so it never matches; "
                          f"select the Service's pods instead",
-                   _fix(ctx, {field: [_selector_peer(svc.namespace, svc.selector)]}))
+                   snippet({field: [_selector_peer(svc.namespace, svc.selector)]}))
     if pods:
         names = ", ".join(f"{p.ref} ({p.ips[0]})" for p in pods)
         return Hit(path, f"{block.cidr} contains the IPs of pods in view: {names}; pod IPs change and "
                          f"CNIs differ on whether ipBlock matches pods; select the pods instead",
-                   _fix(ctx, {field: [_selector_peer(pods[0].namespace, pods[0].labels)]}))
+                   snippet({field: [_selector_peer(pods[0].namespace, pods[0].labels)]}))
     for cluster_net in index.pod_nets:
         if cluster_net.version == net.version and cluster_net.subnet_of(net) and not any(
                 cluster_net.subnet_of(ex) for ex in block.except_networks if ex.version == net.version):
             return Hit(path, f"{block.cidr} contains the whole pod network {cluster_net}: whether it admits "
                              f"pods depends on the CNI; except the pod network and select pods explicitly",
-                       _fix(ctx, {"ipBlock": _block_dict(block, (str(cluster_net),))}))
+                       snippet({"ipBlock": _block_dict(block, (str(cluster_net),))}))
     return None
 
 
@@ -477,4 +460,4 @@ def ipblock_single_family(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
                     yield Hit(_block_path(r, peer),
                               f"{block.cidr} opens every IPv{have} address but this rule has no {other}: "
                               f"IPv{missing} destinations stay blocked on dual-stack clusters",
-                              _fix(ctx, [{"ipBlock": counterpart}]))
+                              snippet([{"ipBlock": counterpart}]))
