@@ -32,7 +32,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -122,25 +121,10 @@ def build_view(namespaces: int = NAMESPACES, pods: int = PODS, policies: int = P
     return view
 
 
-class SyntheticSource:
+def SyntheticSource():
     """A ViewSource over the synthetic view (built once, in the gunicorn master)."""
-
-    def __init__(self) -> None:
-        self.view = build_view()
-        self._built = time.monotonic()
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def ready(self) -> bool:
-        return True
-
-    def stats(self) -> dict:
-        s = self.view.stats()
-        return {"objects": sum(s.values()), "age_seconds": time.monotonic() - self._built, "synced": True, **s}
+    from webhook.cluster.source import StaticSource
+    return StaticSource(build_view())
 
 
 # --- the review mix ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Where the webhook's cluster view comes from: the interface every view source meets.
 
 The admission edge never talks to the API server on the request path; it reads a
-ClusterView that a *view source* keeps current. Three sources exist:
+ClusterView that a *view source* keeps current. The sources:
 
+- ``StaticSource``    a view built once (the base of the next two, and of benchmarks);
 - ``EmptySource``     an empty cluster (``serve --dev`` without ``--cluster``);
 - ``SnapshotSource``  manifests on disk (``serve --cluster PATH``), loaded once;
 - ``LiveSource``      a watch cache of the real cluster (``webhook/cluster/live.py``,
@@ -15,7 +16,6 @@ worker therefore owns its own view; ``ready()`` and ``stats()`` describe that wo
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Iterable, Protocol, runtime_checkable
 
@@ -48,11 +48,11 @@ def view_object_count(view: ClusterView) -> int:
     return sum(view.stats().values())
 
 
-class EmptySource:
-    """An empty cluster: nothing in view, always ready."""
+class StaticSource:
+    """A view that never changes after construction: always ready, nothing to start."""
 
-    def __init__(self) -> None:
-        self.view = ClusterView()
+    def __init__(self, view: ClusterView) -> None:
+        self.view = view
         self._since = time.monotonic()
 
     def start(self) -> None:
@@ -65,11 +65,18 @@ class EmptySource:
         return True
 
     def stats(self) -> dict:
-        return {"objects": 0, "age_seconds": time.monotonic() - self._since, "synced": True,
-                **self.view.stats()}
+        return {"objects": view_object_count(self.view), "age_seconds": time.monotonic() - self._since,
+                "synced": True, **self.view.stats()}
 
 
-class SnapshotSource:
+class EmptySource(StaticSource):
+    """An empty cluster: nothing in view, always ready."""
+
+    def __init__(self) -> None:
+        super().__init__(ClusterView())
+
+
+class SnapshotSource(StaticSource):
     """Manifests read once from files or directories (``--cluster``); always ready.
 
     Loading happens in the constructor, in the gunicorn master: bad input fails
@@ -83,30 +90,15 @@ class SnapshotSource:
 
         self.paths = list(paths)
         snap = load_snapshot([], self.paths)
-        self.view = snap.view
         self.invalid_policies: list[str] = []
         for doc in snap.context_policy_docs:
             result = parse_policy(doc.obj, origin=doc.origin())
             if result.policy is not None:
-                self.view.upsert_policy(result.policy)
+                snap.view.upsert_policy(result.policy)
             else:  # the API server would not hold it, so it is not part of the cluster
                 self.invalid_policies.append(f"{doc.file}:{doc.line}")
         self.kinds = dict(snap.kinds)
-        self._loaded = time.monotonic()
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def ready(self) -> bool:
-        return True
-
-    def stats(self) -> dict:
-        return {"objects": view_object_count(self.view), "age_seconds": time.monotonic() - self._loaded,
-                "synced": True, **self.view.stats()}
+        super().__init__(snap.view)
 
 
 class SourceUnavailable(Exception):
@@ -121,12 +113,8 @@ def live_source(config, kube_config_file: str | None = None) -> ViewSource:
     where ``configuration`` is a ``kubernetes.client.Configuration`` and ``config`` the
     netpol-guard Config (server.relistSeconds etc.); it meets ViewSource above.
     """
-    try:
-        from webhook.cluster import live  # written separately (issue 3, point 4)
-    except ImportError as exc:
-        raise SourceUnavailable(
-            "the live cluster view (webhook/cluster/live.py) is not available in this build "
-            f"({exc}); run with --cluster PATH to serve from manifests, or --dev") from None
+    from webhook.cluster import live
+
     try:
         from kubernetes import client as k8s_client, config as k8s_config
         configuration = k8s_client.Configuration()
