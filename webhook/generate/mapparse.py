@@ -19,7 +19,7 @@ from webhook.cluster.files import field_lines
 from webhook.config import DNSConfig
 from webhook.generate.model import (METADATA_V4, METADATA_V6, CommMap, ExternalEgress, ExternalIngress, Flow,
                                     FlowPort, NamespaceSpec, NumericPort, Party, PortDecl, Target, Workload)
-from webhook.policy.model import PROTOCOLS
+from webhook.policy.model import PROTOCOLS, line_of_path
 from webhook.policy.selectors import dns_label_problem, label_key_problem, label_value_problem
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -80,15 +80,7 @@ class _Reader:
         self.problems: list[MapProblem] = []
 
     def line(self, path: str) -> int:
-        p = path
-        while p:
-            if p in self.lines:
-                return self.lines[p]
-            cut = max(p.rfind("."), p.rfind("["))
-            if cut <= 0:
-                break
-            p = p[:cut]
-        return self.lines.get(p, 0)
+        return line_of_path(self.lines, path)
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(MapProblem(self.line(path), path, message))

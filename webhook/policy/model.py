@@ -108,6 +108,19 @@ class Rule:
         return f"spec.{self.direction.lower()}[{self.index}]"
 
 
+def line_of_path(lines: Mapping[str, int], path: str, default: int = 0) -> int:
+    """The line of the deepest field of `path` (``a.b[0].c``) that `lines` knows, else `default`."""
+    p = path
+    while p:
+        if p in lines:
+            return lines[p]
+        cut = max(p.rfind("."), p.rfind("["))
+        if cut <= 0:
+            break
+        p = p[:cut]
+    return default
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a policy came from: file, first line, and field path -> line where known."""
@@ -118,15 +131,7 @@ class Origin:
 
     def line_of(self, path: str) -> int:
         """The line of the deepest known field on `path`."""
-        p = path
-        while p:
-            if p in self.lines:
-                return self.lines[p]
-            cut = max(p.rfind("."), p.rfind("["))
-            if cut <= 0:
-                break
-            p = p[:cut]
-        return self.line
+        return line_of_path(self.lines, path, self.line)
 
 
 @dataclass(frozen=True, eq=False)
