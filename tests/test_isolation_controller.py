@@ -3,7 +3,6 @@ client: what a user sees in the cluster after labeling, editing, deleting, unlab
 while the API misbehaves. Waits are bounded polls on observable state, never sleeps."""
 from __future__ import annotations
 
-import time
 
 import kubernetes.client
 import pytest
@@ -12,6 +11,7 @@ from webhook.config import from_dict
 from webhook.isolation.controller import Controller, run_in_background
 from webhook.isolation.desired import ALLOW_DNS, DEFAULT_DENY, MANAGED_BY_KEY, desired_policies
 from webhook.leader import LeaderElector
+from tests.waiting import wait_until
 
 LABEL = "netpol-guard.io/isolate"
 NP = "/apis/networking.k8s.io/v1/namespaces/[^/]+/networkpolicies"
@@ -21,15 +21,6 @@ def make_config(**isolation):
     return from_dict({"isolation": isolation} if isolation else {})
 
 
-def wait_until(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(0.02)
 
 
 def namespace(name: str, mode: str | None = None, **extra_labels) -> dict:

@@ -7,19 +7,11 @@ import time
 import pytest
 
 from webhook.leader import LeaderElector
+from tests.waiting import wait_until
 
 NS, LEASE = "netpol-guard", "netpol-guard-leader"
 
 
-def wait_until(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(0.02)
 
 
 class FakeClock:

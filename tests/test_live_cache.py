@@ -5,27 +5,20 @@ Every wait is bounded and polls the view; nothing asserts on elapsed time."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
 from webhook.cluster.live import LiveSource
 from webhook.config import DEFAULT, ServerConfig
 from webhook.policy.selectors import LabelSelector
+from tests.waiting import wait_until
 
 WAIT = 15.0  # generous upper bound for CI on 2 cores; passing tests finish far sooner
 
 
 def wait_for(predicate, what: str, timeout: float = WAIT):
     """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.02)
+    return wait_until(predicate, what, timeout)
 
 
 # --- objects -------------------------------------------------------------------------------
