@@ -29,6 +29,7 @@ import weakref
 from typing import Any, Callable, Mapping
 
 from webhook.cluster import watching
+from webhook.cluster.heap import freeze_view
 from webhook.cluster.objects import ContainerPort, Pod, namespace_from, pod_from, service_from
 from webhook.cluster.view import ClusterView
 from webhook.config import DEFAULT, Config
@@ -299,6 +300,9 @@ class _KindCache:
         self.lists += 1
         self.last_list = self.last_contact = time.monotonic()
         self.synced.set()
+        if self.source.ready():
+            # every kind listed: this is a complete view, and a long-lived one (cluster/heap.py)
+            freeze_view(f"{self.kind.name} listed")
 
     # ---- the loop ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Protocol, runtime_checkable
 
+from webhook.cluster.heap import freeze_view
 from webhook.cluster.view import ClusterView
 
 
@@ -56,7 +57,9 @@ class StaticSource:
         self._since = time.monotonic()
 
     def start(self) -> None:
-        pass
+        # The view is complete from the start: take it out of the garbage collector's walks
+        # (webhook/cluster/heap.py), in the worker that will read it.
+        freeze_view("static view")
 
     def stop(self) -> None:
         pass
