@@ -29,10 +29,12 @@ from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+# Built once: json.dumps() with separators= builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=JSON)
+    return Response(_encode(body), status=status, mimetype=JSON)
 
 
 def _read_body(limit: int) -> bytes:
