@@ -12,10 +12,11 @@ What it does (see /work/shared/benchmarking.md for why each step is there):
      process through the ClusterView API (no files, no API server);
    - ceiling: the same WebhookServer with a Flask app that parses the AdmissionReview
      and answers "allowed" - what the framework costs before any rule runs.
-2. Alternating webhook / ceiling (A B A B), for each run: throughput with wrk at 16 and
-   64 kept-alive connections (a realistic mix of reviews: good policies and each kind
-   of mistake), then latency at a fixed offered rate (open loop, latency counted from the
-   scheduled send time, so queueing is not hidden).
+2. Paired and alternating (A B A B), for each run: throughput with wrk at 16 and then 64
+   kept-alive connections, each on the webhook and right after on the ceiling (a realistic
+   mix of reviews: good policies and each kind of mistake), then latency at a fixed offered
+   rate on both (open loop, latency counted from the scheduled send time, so queueing is not
+   hidden). Ratios are reported as ratio of medians and as the median of per-pair ratios.
 3. Server CPU per review from /proc (master + workers), which is steadier than req/s,
    and the workers' resident memory.
 
@@ -563,8 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind, s in servers.items():  # warm-up: imports, caches, connection set-up
             run_wrk(s.port, script, conns[0], args.warmup)
         for run in range(args.runs):
-            for kind, s in servers.items():  # A B A B
-                for c in conns:
+            # Paired and interleaved: each load (c16, c64, the fixed rate) runs on the webhook and
+            # then at once on the ceiling, so both see the same machine; a shared VM drifts by
+            # +-20% over minutes, far more than two neighbouring 10 s runs differ.
+            for c in conns:
+                for kind, s in servers.items():
                     cpu0 = s.cpu_seconds()
                     r = run_wrk(s.port, script, c, args.duration)
                     cpu = s.cpu_seconds() - cpu0
@@ -572,8 +576,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  warning: {kind} c{c}: {r['non2xx']} non-2xx, socket errors {r['socket_errors']}")
                     results[kind]["throughput"][c].append(r["rps"])
                     results[kind]["cpu_us"][c].append(cpu / max(1, r["requests"]) * 1e6)
-                lat = open_loop(s.port, certs.ca, bodies, args.rate, args.duration)
-                results[kind]["latency"].append(lat)
+            for kind, s in servers.items():
+                results[kind]["latency"].append(open_loop(s.port, certs.ca, bodies, args.rate, args.duration))
+            for kind in servers:
+                lat = results[kind]["latency"][-1]
                 print(f"  run {run + 1} {kind:<8} " + "  ".join(
                     f"c{c}: {results[kind]['throughput'][c][-1]:,.0f} req/s {results[kind]['cpu_us'][c][-1]:.0f} us"
                     for c in conns) + f"  @{args.rate:g}/s p50 {lat['p50_ms']:.2f} p99 {lat['p99_ms']:.2f} ms"
@@ -605,7 +611,15 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {f"throughput_c{c}": w[f"rps_c{c}"] / c0[f"rps_c{c}"] for c in conns}
     ratios.update({f"cpu_c{c}": w[f"cpu_us_c{c}"] / c0[f"cpu_us_c{c}"] for c in conns})
     ratios["p99"] = w["p99_ms"] / c0["p99_ms"]
-    print("  webhook / ceiling: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    print("  webhook / ceiling (ratio of medians): " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    # The same ratio taken pair by pair (each webhook run against the ceiling run right after it)
+    paired = {c: [a / b for a, b in zip(results["webhook"]["throughput"][c], results["ceiling"]["throughput"][c])]
+              for c in conns}
+    for c in conns:
+        ratios[f"paired_throughput_c{c}"] = statistics.median(paired[c])
+    print("  webhook / ceiling throughput, paired runs: " + "; ".join(
+        f"c{c} median {statistics.median(paired[c]):.2f} (min {min(paired[c]):.2f}, max {max(paired[c]):.2f})"
+        for c in conns))
     out = args.json or str(REPO / "bench" / "results" / f"webhook-{time.strftime('%Y%m%dT%H%M%S')}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     Path(out).write_text(json.dumps({"machine": machine(), "view": stats, "mix": mix, "in_process": breakdown,
