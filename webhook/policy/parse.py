@@ -18,7 +18,7 @@ from webhook.policy.model import (
     EGRESS, INGRESS, PROTOCOLS, IPBlock, NetworkPolicy, Origin, Peer, PortSpec, Rule,
 )
 from webhook.policy.selectors import (
-    EVERYTHING, _kind, dns_label_problem, dns_subdomain_problem, label_key_problem,
+    EVERYTHING, MAPPING, _kind, dns_label_problem, dns_subdomain_problem, label_key_problem,
     label_value_problem, parse_selector,
 )
 
@@ -79,7 +79,7 @@ def _closest(word: str, options: set[str]) -> str | None:
 def _string_map(obj: Any, path: Path, errors: list[FieldError], labels: bool) -> dict[str, str]:
     if obj is None:
         return {}
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, MAPPING):
         errors.append(FieldError(path, "Invalid value", f"must be a mapping, got {_kind(obj)}"))
         return {}
     out: dict[str, str] = {}
@@ -101,7 +101,7 @@ def parse_policy(obj: Any, default_namespace: str = "default",
                  origin: Origin | None = None) -> ParseResult:
     """Parse a NetworkPolicy object. On any error the policy is None: the API server would refuse it."""
     errors: list[FieldError] = []
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, MAPPING):
         return ParseResult(None, (FieldError(Path(), "Invalid value",
                                              f"a NetworkPolicy must be a mapping, got {_kind(obj)}"),))
     _unknown(obj, _TOP_FIELDS, Path(), errors, "a NetworkPolicy")
@@ -109,7 +109,7 @@ def parse_policy(obj: Any, default_namespace: str = "default",
         errors.append(FieldError(Path("apiVersion"), "Unsupported value",
                                  f"{obj.get('apiVersion')!r}: NetworkPolicy is served as \"{API_VERSION}\""))
     meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
+    if not isinstance(meta, MAPPING):
         errors.append(FieldError(Path("metadata"), "Required value", "metadata with a name is required"))
         meta = {}
     name = meta.get("name")
@@ -131,7 +131,7 @@ def parse_policy(obj: Any, default_namespace: str = "default",
     if spec is None:
         errors.append(FieldError(SPEC, "Required value", "a NetworkPolicy needs a spec with a podSelector"))
         spec = {}
-    elif not isinstance(spec, Mapping):
+    elif not isinstance(spec, MAPPING):
         errors.append(FieldError(SPEC, "Invalid value", f"must be a mapping, got {_kind(spec)}"))
         spec = {}
     else:
@@ -198,7 +198,7 @@ def _parse_rules(spec: Mapping, direction: str, errors: list[FieldError]) -> tup
         rp = path.index(i)
         if r is None:
             r = {}
-        if not isinstance(r, Mapping):
+        if not isinstance(r, MAPPING):
             errors.append(FieldError(rp, "Invalid value", f"a rule must be a mapping, got {_kind(r)}"))
             continue
         _unknown(r, _RULE_FIELDS[direction], rp, errors, f"an {field_name} rule")
@@ -221,7 +221,7 @@ def _parse_peers(raw: Any, path: Path, errors: list[FieldError]) -> tuple[Peer, 
     peers = []
     for i, p in enumerate(raw):
         pp = path.index(i)
-        if not isinstance(p, Mapping):
+        if not isinstance(p, MAPPING):
             errors.append(FieldError(pp, "Invalid value", f"a peer must be a mapping, got {_kind(p)}"))
             continue
         _unknown(p, _PEER_FIELDS, pp, errors, "a peer")
@@ -252,7 +252,7 @@ def parse_cidr(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
 
 
 def _parse_ip_block(raw: Any, path: Path, errors: list[FieldError]) -> IPBlock | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, MAPPING):
         errors.append(FieldError(path, "Invalid value", f"must be a mapping with cidr, got {_kind(raw)}"))
         return None
     _unknown(raw, _IPBLOCK_FIELDS, path, errors, "an ipBlock")
@@ -305,7 +305,7 @@ def _parse_ports(raw: Any, path: Path, errors: list[FieldError]) -> tuple[PortSp
         pp = path.index(i)
         if p is None:
             p = {}
-        if not isinstance(p, Mapping):
+        if not isinstance(p, MAPPING):
             errors.append(FieldError(pp, "Invalid value", f"a port must be a mapping, got {_kind(p)}"))
             continue
         _unknown(p, _PORT_FIELDS, pp, errors, "a port")
