@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
 from typing import Any, Optional
 
-from webhook.policy.errors import FieldError, Path, SPEC
+from webhook.policy.errors import ROOT, SPEC, FieldError, Path
 from webhook.policy.model import (
     EGRESS, INGRESS, PROTOCOLS, IPBlock, NetworkPolicy, Origin, Peer, PortSpec, Rule,
 )
@@ -31,6 +31,13 @@ _RULE_FIELDS = {INGRESS: {"from", "ports"}, EGRESS: {"to", "ports"}}
 _PEER_FIELDS = {"podSelector", "namespaceSelector", "ipBlock"}
 _PORT_FIELDS = {"protocol", "port", "endPort"}
 _IPBLOCK_FIELDS = {"cidr", "except"}
+
+# Paths every parse passes down, built once (Path objects are only read when reporting an error).
+_LABELS = Path("metadata.labels")
+_ANNOTATIONS = Path("metadata.annotations")
+_POD_SELECTOR = SPEC.child("podSelector")
+_POLICY_TYPES = SPEC.child("policyTypes")
+_RULE_LISTS = {INGRESS: SPEC.child("ingress"), EGRESS: SPEC.child("egress")}
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,9 @@ def parse_policy(obj: Any, default_namespace: str = "default",
     """Parse a NetworkPolicy object. On any error the policy is None: the API server would refuse it."""
     errors: list[FieldError] = []
     if not isinstance(obj, MAPPING):
-        return ParseResult(None, (FieldError(Path(), "Invalid value",
+        return ParseResult(None, (FieldError(ROOT, "Invalid value",
                                              f"a NetworkPolicy must be a mapping, got {_kind(obj)}"),))
-    _unknown(obj, _TOP_FIELDS, Path(), errors, "a NetworkPolicy")
+    _unknown(obj, _TOP_FIELDS, ROOT, errors, "a NetworkPolicy")
     if obj.get("apiVersion") != API_VERSION:
         errors.append(FieldError(Path("apiVersion"), "Unsupported value",
                                  f"{obj.get('apiVersion')!r}: NetworkPolicy is served as \"{API_VERSION}\""))
@@ -124,8 +131,8 @@ def parse_policy(obj: Any, default_namespace: str = "default",
     ns_problem = dns_label_problem(namespace)
     if ns_problem:
         errors.append(FieldError(Path("metadata.namespace"), "Invalid value", ns_problem))
-    labels = _string_map(meta.get("labels"), Path("metadata.labels"), errors, labels=True)
-    annotations = _string_map(meta.get("annotations"), Path("metadata.annotations"), errors, labels=False)
+    labels = _string_map(meta.get("labels"), _LABELS, errors, labels=True)
+    annotations = _string_map(meta.get("annotations"), _ANNOTATIONS, errors, labels=False)
 
     spec = obj.get("spec")
     if spec is None:
@@ -137,10 +144,10 @@ def parse_policy(obj: Any, default_namespace: str = "default",
     else:
         _unknown(spec, _SPEC_FIELDS, SPEC, errors, "spec")
     if spec and "podSelector" not in spec:
-        errors.append(FieldError(SPEC.child("podSelector"), "Required value",
+        errors.append(FieldError(_POD_SELECTOR, "Required value",
                                  "podSelector is required; use `podSelector: {}` to select every pod "
                                  "in the namespace"))
-    pod_selector = parse_selector(spec.get("podSelector"), SPEC.child("podSelector"), errors)
+    pod_selector = parse_selector(spec.get("podSelector"), _POD_SELECTOR, errors)
 
     ingress = _parse_rules(spec, INGRESS, errors)
     egress = _parse_rules(spec, EGRESS, errors)
@@ -161,7 +168,7 @@ def parse_policy(obj: Any, default_namespace: str = "default",
 
 def _parse_policy_types(spec: Mapping, errors: list[FieldError]) -> tuple[frozenset[str], bool]:
     raw = spec.get("policyTypes")
-    path = SPEC.child("policyTypes")
+    path = _POLICY_TYPES
     if raw is None or raw == []:
         # API server defaulting: Ingress always, Egress when egress rules are present.
         types = {INGRESS}
@@ -186,7 +193,7 @@ def _parse_policy_types(spec: Mapping, errors: list[FieldError]) -> tuple[frozen
 def _parse_rules(spec: Mapping, direction: str, errors: list[FieldError]) -> tuple[Rule, ...]:
     field_name = direction.lower()
     raw = spec.get(field_name)
-    path = SPEC.child(field_name)
+    path = _RULE_LISTS[direction]
     if raw is None:
         return ()
     if not isinstance(raw, list):

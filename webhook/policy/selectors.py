@@ -159,14 +159,13 @@ def parse_selector(obj: Any, path: Path, errors: list[FieldError]) -> LabelSelec
                                      f"must be a mapping of label keys to values, got {_kind(ml)}"))
         else:
             for k, v in ml.items():
-                p = path.child("matchLabels")
                 kp = label_key_problem(k)
                 if kp:
-                    errors.append(FieldError(p, "Invalid value", kp))
+                    errors.append(FieldError(path.child("matchLabels"), "Invalid value", kp))
                     continue
                 vp = label_value_problem(v)
                 if vp:
-                    errors.append(FieldError(p.child(k), "Invalid value", vp))
+                    errors.append(FieldError(path.child("matchLabels").child(k), "Invalid value", vp))
                     continue
                 labels.append((k, v))
     reqs: list[Requirement] = []
