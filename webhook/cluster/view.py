@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from typing import Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 from webhook.cluster.objects import NAME_LABEL, Namespace, Pod, Service
 from webhook.policy.model import NetworkPolicy
@@ -104,6 +104,7 @@ class ClusterView:
         self.namespaces_known = False
         self.pods_known = False
         self.generation = 0  # bumped on every change; caches key on it
+        self._memo: tuple[int, dict[Hashable, Any]] = (0, {})  # see memo()
 
     # --- mutation --------------------------------------------------------------------
     def _new_id(self) -> int:
@@ -235,6 +236,22 @@ class ClusterView:
         with self.lock:
             self._policies.get(namespace, {}).pop(name, None)
             self._touch()
+
+    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """A fact derived from the view (an index, the DNS pods), built once per generation and
+        shared by every reader: the webhook builds a rules context per review, so a fact kept
+        on the context would be rebuilt for every review. `key` must name everything else the
+        fact depends on (the configuration it reads). Dropped as a whole when the view changes;
+        a fact built while a change lands is filed under the older generation, so it is
+        rebuilt by the next reader."""
+        generation = self.generation
+        memo = self._memo
+        if memo[0] != generation:
+            memo = self._memo = (generation, {})
+        store = memo[1]
+        if key not in store:
+            store[key] = build()
+        return store[key]
 
     # --- queries ---------------------------------------------------------------------
     def namespace(self, name: str) -> Namespace | None:

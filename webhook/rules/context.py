@@ -1,13 +1,15 @@
 """What a check may look at besides the policy: the cluster view, the engine and config.
 
-Derived facts that many checks share (the DNS pods, a policy's selected pods) are
-computed once per context and cached here, never re-derived in each rule.
+Derived facts that many checks share are computed once and cached, never re-derived in
+each rule: facts of the view and configuration alone (the DNS pods, an address index)
+on the view, shared by every context until the view changes (`shared`); facts that read
+the engine, whose overlay holds the candidate of one review, on the context (`derived`).
 """
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from webhook.cluster.objects import NAME_LABEL, ContainerPort, Pod
@@ -31,10 +33,18 @@ class Context:
             self.engine = Engine(self.view, self.config.cluster.ipBlockMatchesPods)
         self._derived: dict[str, tuple[int, Any]] = {}
 
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        """A fact derived from the view and the configuration only - never from the engine,
+        whose overlay is this context's own - kept on the view until it changes, so the
+        contexts of later reviews reuse it. The config is part of the key by identity; the
+        entry holds it, so its id cannot be reused while the entry lives."""
+        config = self.config
+        return self.view.memo((key, id(config)), lambda: (config, build()))[1]
+
     def derived(self, key: str, build: Callable[[], Any]) -> Any:
-        """A fact derived from the view (an index, an analysis), built once and rebuilt only
-        when the view has changed since: one context serves a whole lint run, and the live
-        cache changes the view under a long-lived one."""
+        """A fact derived from the view and the engine (an analysis), built once per context
+        and rebuilt only when the view has changed since: one context serves a whole lint
+        run, and the live cache changes the view under a long-lived one."""
         generation = self.view.generation
         got = self._derived.get(key)
         if got is None or got[0] != generation:
@@ -45,9 +55,12 @@ class Context:
         return Context(self.view, self.config, engine)
 
     # --- DNS ---------------------------------------------------------------------------
-    @cached_property
+    @property
     def dns_pods(self) -> list[Pod]:
         """The cluster DNS pods in view, or a stand-in for standard CoreDNS when none are shown."""
+        return self.shared("dns-pods", self._find_dns_pods)
+
+    def _find_dns_pods(self) -> list[Pod]:
         dns = self.config.dns
         sel = LabelSelector(tuple(sorted(dns.podLabels.items())))
         found = self.view.select_pods(dns.namespace, sel, limit=50)

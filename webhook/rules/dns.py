@@ -129,20 +129,48 @@ _STORED_ALLOWANCES: dict[int, tuple[NetworkPolicy, tuple, "Allowance"]] = {}
 _STORED_ALLOWANCES_MAX = 100_000
 
 
-class _DnsAnalysis:
-    """Per-context caches: the DNS targets, each policy's allowance (asked for by every policy
-    that shares pods with it), each namespace's policies and each label class's isolating
-    policies. Rebuilt when the view changes."""
+class _DnsTargets:
+    """What a DNS verdict is judged against: the DNS pods and node-local addresses as engine
+    endpoints, and the fix snippets. A fact of the view and the configuration alone, so it is
+    shared by the contexts of every review until the view changes (see Context.shared)."""
 
     def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
         self.dns_pods: list[Pod] = list(ctx.dns_pods)
         self.node_local: tuple[str, ...] = tuple(ctx.config.dns.nodeLocalAddresses)
         self.targets: list[Endpoint] = ([Endpoint.of_pod(p) for p in self.dns_pods]
                                         + [Endpoint.of_ip(a) for a in self.node_local])
         self.pod_targets = len(self.dns_pods)
-        self.signature = (ctx.engine.ip_block_matches_pods, tuple(self.dns_pods), self.node_local,
+        self.pod_endpoints = self.targets[:self.pod_targets]
+        # What the targets look like to the engine, but for its ipBlock switch (see
+        # _STORED_ALLOWANCES): one object per view generation, so comparing it is cheap.
+        self.signature = (tuple(self.dns_pods), self.node_local,
                           tuple(ctx.view.namespace_labels(p.namespace) for p in self.dns_pods))
+        self.fix_rule = dns_fix_rule(ctx)  # read only: dns_fix_rule() hands out copies
+        self.fix_snippet = snippet([self.fix_rule])
+        self._snippets: dict[str, str] = {}
+
+    def rendered(self, name: str, obj) -> str:
+        """Other fixed snippets (the DNS peer, the `to` list), rendered once."""
+        got = self._snippets.get(name)
+        if got is None:
+            got = self._snippets[name] = snippet(obj)
+        return got
+
+
+class _DnsAnalysis:
+    """Per-context caches: each policy's allowance (asked for by every policy that shares pods
+    with it), each namespace's policies and each label class's isolating policies. They read
+    the engine, whose overlay holds the candidate, so they are never shared between contexts.
+    Rebuilt when the view changes."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        shared = ctx.shared("dns-targets", lambda: _DnsTargets(ctx))
+        self.shared = shared
+        self.dns_pods = shared.dns_pods
+        self.targets = shared.targets
+        self.pod_targets = shared.pod_targets
+        self.signature = (ctx.engine.ip_block_matches_pods, shared.signature)
         self.allowances: dict[NetworkPolicy, Allowance] = {}
         self.ns_policies: dict[str, list[NetworkPolicy]] = {}
         self.ns_cover: dict[str, Allowance] = {}
@@ -151,23 +179,14 @@ class _DnsAnalysis:
         self.ns_providers: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
         self.class_verdicts: dict[tuple[str, frozenset, bool], PodDns] = {}
         self.statuses: dict[NetworkPolicy, DnsStatus] = {}  # asked for by two rules per policy
-        self._fix: str | None = None
-        self.snippets: dict[str, str] = {}
 
     def fix_snippet(self) -> str:
         """The DNS egress rule as YAML: the same for every finding, so rendered once."""
-        if self._fix is None:
-            self._fix = snippet([dns_fix_rule(self.ctx)])
-        return self._fix
+        return self.shared.fix_snippet
 
     def rendered(self, name: str, obj) -> str:
-        """Other fixed snippets (the DNS peer, the `to` list), rendered once per context."""
-        got = self.snippets.get(name)
-        if got is None:
-            got = self.snippets[name] = snippet(obj)
-        return got
+        return self.shared.rendered(name, obj)
 
-    # A protocol is covered when every DNS pod is reached, or any node-local address.
     def covers(self, reached: frozenset[int]) -> bool:
         if any(i >= self.pod_targets for i in reached):
             return True
@@ -601,8 +620,8 @@ def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
         return  # only rules naming ports can be DNS rules: skip building the DNS analysis
     an = _analysis(ctx)
     engine = ctx.engine
-    dns_peer = dns_fix_rule(ctx)["to"][0]
-    dns_eps = [Endpoint.of_pod(p) for p in an.dns_pods]
+    dns_peer = an.shared.fix_rule["to"][0]
+    dns_eps = an.shared.pod_endpoints
     for r in policy.rules_for(EGRESS):
         # Only rules written for DNS (port 53 or a DNS port name); a rule opening all ports
         # to a namespace is about something else (allow-all-peers covers "everywhere").
@@ -615,7 +634,7 @@ def dns_scope_too_broad(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
             yield Hit(r.path,
                       "port 53 is allowed to every destination (no `to`), outside the cluster too; "
                       "pods may query any resolver. Limit it to the DNS pods",
-                      an.rendered("to", {"to": dns_fix_rule(ctx)["to"]}))
+                      an.rendered("to", {"to": an.shared.fix_rule["to"]}))
             continue
         for peer in r.peers:
             if peer.namespace_selector is None or not (peer.pod_selector is None or peer.pod_selector.is_empty):

@@ -219,8 +219,8 @@ class _Owner:
 
 
 class _AddressIndex:
-    """Pod and Service IPs in view, sorted once per context (and view generation), so a block's
-    cluster addresses are a binary search, not a walk over every pod."""
+    """Pod and Service IPs in view, sorted once per view generation and shared by every review,
+    so a block's cluster addresses are a binary search, not a walk over every pod."""
 
     def __init__(self, ctx: Context) -> None:
         entries: list[tuple[int, int, int, _Owner]] = []
@@ -281,7 +281,7 @@ def _networks(cidrs) -> list[IPNetwork]:
 
 
 def _address_index(ctx: Context) -> _AddressIndex:
-    return ctx.derived("ipblock-addresses", lambda: _AddressIndex(ctx))
+    return ctx.shared("ipblock-addresses", lambda: _AddressIndex(ctx))
 
 
 def _selector_peer(namespace: str, labels) -> dict:

@@ -7,7 +7,6 @@ checks cost the same in a cluster of 20 namespaces or 2,000.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -29,20 +28,10 @@ SHOWN = 3  # namespaces named in a message before "and N more"
 
 # --- shared helpers ------------------------------------------------------------------------
 
-_MEMO: "weakref.WeakKeyDictionary[ClusterView, tuple[int, dict]]" = weakref.WeakKeyDictionary()
-
-
 def view_memo(view: ClusterView, key: tuple, compute: Callable[[], Any]) -> Any:
     """A fact derived from the view, computed once per view generation: suggestions over
     thousands of namespaces are worth computing once per batch, not once per policy."""
-    entry = _MEMO.get(view)
-    if entry is None or entry[0] != view.generation:
-        entry = (view.generation, {})
-        _MEMO[view] = entry
-    store = entry[1]
-    if key not in store:
-        store[key] = compute()
-    return store[key]
+    return view.memo(("selectors",) + key, compute)
 
 
 def _rules(policy: NetworkPolicy) -> Iterator[Rule]:
