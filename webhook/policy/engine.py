@@ -155,10 +155,15 @@ class Engine:
 
     # --- which policies apply ------------------------------------------------------------
     def policies_in(self, namespace: str) -> list[NetworkPolicy]:
-        pols = {p.key: p for p in self.view.policies(namespace) if p.key not in self.removed}
-        for key, p in self.overlay.items():
-            if p.namespace == namespace:
-                pols[key] = p
+        stored = self.view.policies(namespace)
+        if self.removed:
+            stored = [p for p in stored if p.key not in self.removed]
+        over = [p for p in self.overlay.values() if p.namespace == namespace]
+        if not over:
+            return stored
+        pols = {p.name: p for p in stored}  # within one namespace a policy's key is its name
+        for p in over:
+            pols[p.name] = p
         return list(pols.values())
 
     def policies_selecting(self, pod: Pod, direction: str) -> list[NetworkPolicy]:
@@ -218,6 +223,24 @@ class Engine:
             else:
                 return None
         return RuleRef(policy.key, rule.direction, rule.index, peer_idx, port_idx)
+
+    # rule_allows in two halves, for callers that ask one rule about several protocols toward
+    # the same peer (the DNS checks), so the peer half is not repeated per protocol.
+    def rule_ports_allow(self, rule: Rule, port: int, protocol: str, destination: Endpoint) -> bool:
+        if not rule.ports:
+            return True
+        for spec in rule.ports:
+            if self.port_matches(spec, port, protocol, destination):
+                return True
+        return False
+
+    def rule_peers_allow(self, policy: NetworkPolicy, rule: Rule, peer_endpoint: Endpoint) -> bool:
+        if not rule.peers:
+            return True
+        for peer in rule.peers:
+            if self.peer_matches(policy, peer, peer_endpoint):
+                return True
+        return False
 
     # --- decisions -------------------------------------------------------------------------
     def side(self, direction: str, subject: Endpoint, peer: Endpoint, port: int, protocol: str,

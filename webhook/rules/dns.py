@@ -141,6 +141,8 @@ class _DnsTargets:
                                         + [Endpoint.of_ip(a) for a in self.node_local])
         self.pod_targets = len(self.dns_pods)
         self.pod_endpoints = self.targets[:self.pod_targets]
+        self.pod_ids = frozenset(range(self.pod_targets))
+        self.node_local_ids = frozenset(range(self.pod_targets, len(self.targets)))
         # What the targets look like to the engine, but for its ipBlock switch (see
         # _STORED_ALLOWANCES): one object per view generation, so comparing it is cheap.
         self.signature = (tuple(self.dns_pods), self.node_local,
@@ -170,15 +172,17 @@ class _DnsAnalysis:
         self.dns_pods = shared.dns_pods
         self.targets = shared.targets
         self.pod_targets = shared.pod_targets
+        self.pod_ids, self.node_local_ids = shared.pod_ids, shared.node_local_ids
         self.signature = (ctx.engine.ip_block_matches_pods, shared.signature)
-        self.allowances: dict[NetworkPolicy, Allowance] = {}
+        # Keyed by id(): hashing a policy formats its key. The entries keep the policies alive.
+        self.allowances: dict[int, tuple[NetworkPolicy, Allowance]] = {}
         self.ns_policies: dict[str, list[NetworkPolicy]] = {}
         self.ns_cover: dict[str, Allowance] = {}
         self.stored_ids: set[int] = set()  # id() of every policy in ns_policies (kept alive there)
         self.ns_groups: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
         self.ns_providers: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
         self.class_verdicts: dict[tuple[str, frozenset, bool], PodDns] = {}
-        self.statuses: dict[NetworkPolicy, DnsStatus] = {}  # asked for by two rules per policy
+        self.statuses: dict[int, tuple[NetworkPolicy, DnsStatus]] = {}  # asked for by two rules per policy
 
     def fix_snippet(self) -> str:
         """The DNS egress rule as YAML: the same for every finding, so rendered once."""
@@ -187,17 +191,15 @@ class _DnsAnalysis:
     def rendered(self, name: str, obj) -> str:
         return self.shared.rendered(name, obj)
 
+    # A protocol is covered when every DNS pod is reached, or any node-local address.
     def covers(self, reached: frozenset[int]) -> bool:
-        if any(i >= self.pod_targets for i in reached):
-            return True
-        return self.pod_targets > 0 and len(reached) >= self.pod_targets and all(
-            i in reached for i in range(self.pod_targets))
+        return not reached.isdisjoint(self.node_local_ids) or (self.pod_targets > 0 and reached >= self.pod_ids)
 
     def allowance(self, policy: NetworkPolicy) -> Allowance:
-        got = self.allowances.get(policy)
+        got = self.allowances.get(id(policy))
         if got is None:
-            got = self.allowances[policy] = self._stored_allowance(policy)
-        return got
+            got = self.allowances[id(policy)] = (policy, self._stored_allowance(policy))
+        return got[1]
 
     def _stored_allowance(self, policy: NetworkPolicy) -> Allowance:
         """The allowance, from the cross-context cache when `policy` is the view's own object."""
@@ -214,15 +216,23 @@ class _DnsAnalysis:
         return got
 
     def _compute(self, policy: NetworkPolicy) -> Allowance:
+        return self.reach(policy, policy.rules_for(EGRESS))
+
+    def reach(self, policy: NetworkPolicy, rules: Iterable[Rule]) -> Allowance:
+        """The targets `rules` (of `policy`) reach on UDP 53 and TCP 53: engine.rule_allows,
+        with the peer half asked once for both protocols."""
         engine = self.ctx.engine
         udp: set[int] = set()
         tcp: set[int] = set()
-        for r in policy.rules_for(EGRESS):
+        for r in rules:
             for i, ep in enumerate(self.targets):
-                if i not in udp and engine.rule_allows(policy, r, ep, DNS_PORT, UDP, ep):
-                    udp.add(i)
-                if i not in tcp and engine.rule_allows(policy, r, ep, DNS_PORT, TCP, ep):
-                    tcp.add(i)
+                on_udp = i not in udp and engine.rule_ports_allow(r, DNS_PORT, UDP, ep)
+                on_tcp = i not in tcp and engine.rule_ports_allow(r, DNS_PORT, TCP, ep)
+                if (on_udp or on_tcp) and engine.rule_peers_allow(policy, r, ep):
+                    if on_udp:
+                        udp.add(i)
+                    if on_tcp:
+                        tcp.add(i)
         return Allowance(frozenset(udp), frozenset(tcp))
 
     def union(self, policies: Iterable[NetworkPolicy]) -> Allowance:
@@ -336,10 +346,10 @@ def dns_status(policy: NetworkPolicy, ctx: Context) -> DnsStatus:
     if EGRESS not in policy.policy_types:
         return DnsStatus(False)
     an = _analysis(ctx)
-    got = an.statuses.get(policy)
+    got = an.statuses.get(id(policy))
     if got is None:
-        got = an.statuses[policy] = _dns_status(policy, an)
-    return got
+        got = an.statuses[id(policy)] = (policy, _dns_status(policy, an))
+    return got[1]
 
 
 def _dns_status(policy: NetworkPolicy, an: _DnsAnalysis) -> DnsStatus:
@@ -543,7 +553,7 @@ def dns_tcp_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
     if not gaps:
         return
     an = _analysis(ctx)
-    own_udp = [r for r in policy.rules_for(EGRESS) if an.covers(_rule_allowance(an, policy, r).udp)]
+    own_udp = [r for r in policy.rules_for(EGRESS) if an.covers(an.reach(policy, (r,)).udp)]
     if own_udp:
         r = own_udp[0]
         path, fix = f"{r.path}.ports", an.rendered("tcp-port", [{"port": DNS_PORT, "protocol": TCP}])
@@ -554,13 +564,6 @@ def dns_tcp_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
     yield Hit(path,
               f"{_who(gaps)}: UDP 53 to cluster DNS is allowed but TCP 53 is not (isolated by "
               f"{_isolated_by(gaps)}); answers too large for UDP will fail; {where}", fix)
-
-
-def _rule_allowance(an: _DnsAnalysis, policy: NetworkPolicy, r: Rule) -> Allowance:
-    engine = an.ctx.engine
-    udp = frozenset(i for i, ep in enumerate(an.targets) if engine.rule_allows(policy, r, ep, DNS_PORT, UDP, ep))
-    tcp = frozenset(i for i, ep in enumerate(an.targets) if engine.rule_allows(policy, r, ep, DNS_PORT, TCP, ep))
-    return Allowance(udp, tcp)
 
 
 def _specific_dns_port(r: Rule, an: _DnsAnalysis) -> bool:
