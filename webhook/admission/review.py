@@ -8,9 +8,11 @@ reasons (invalid-spec).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
 from typing import Any, Literal, Optional
+
+from webhook.policy.errors import frozen_record
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -39,7 +41,7 @@ class BadReview(ValueError):
                              "status": {"code": self.status, "message": self.message}}}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class GroupVersionKind:
     group: str
     version: str
@@ -49,13 +51,13 @@ class GroupVersionKind:
         return f"{self.group + '/' if self.group else ''}{self.version}/{self.kind}"
 
 
-@dataclass(frozen=True)
+@frozen_record
 class UserInfo:
     username: str = ""
     groups: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen_record
 class AdmissionRequest:
     uid: str
     kind: GroupVersionKind

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from webhook.policy.errors import frozen_record
 from webhook.policy.selectors import LabelSelector
 
 INGRESS, EGRESS = "Ingress", "Egress"
@@ -35,7 +36,7 @@ class IPBlock:
         return self.network.prefixlen == 0
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Peer:
     """One entry of `from`/`to`. Within a peer the selectors are ANDed."""
 
@@ -53,7 +54,7 @@ class Peer:
         return self.namespace_selector is not None and self.pod_selector is None
 
 
-@dataclass(frozen=True)
+@frozen_record
 class PortSpec:
     index: int
     protocol: str = "TCP"  # defaulted, as the API server does
@@ -80,7 +81,7 @@ class PortSpec:
         return f"{self.port}/{self.protocol}"
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Rule:
     """One ingress or egress rule."""
 
@@ -134,7 +135,7 @@ class Origin:
         return line_of_path(self.lines, path, self.line)
 
 
-@dataclass(frozen=True, eq=False)
+@frozen_record(eq=False)
 class NetworkPolicy:
     name: str
     namespace: str

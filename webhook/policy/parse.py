@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
 from typing import Any, Optional
 
-from webhook.policy.errors import ROOT, SPEC, FieldError, Path
+from webhook.policy.errors import ROOT, SPEC, FieldError, Path, frozen_record
 from webhook.policy.model import (
     EGRESS, INGRESS, PROTOCOLS, IPBlock, NetworkPolicy, Origin, Peer, PortSpec, Rule,
 )
@@ -40,7 +39,7 @@ _POLICY_TYPES = SPEC.child("policyTypes")
 _RULE_LISTS = {INGRESS: SPEC.child("ingress"), EGRESS: SPEC.child("egress")}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class ParseResult:
     policy: Optional[NetworkPolicy]
     errors: tuple[FieldError, ...]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
 from typing import Any
 
-from webhook.policy.errors import FieldError, Path
+from webhook.policy.errors import FieldError, Path, frozen_record
 
 # Parsed JSON and YAML are plain dicts: naming dict first answers isinstance() without the
 # ABC machinery (~6x cheaper on this path); any other Mapping is still accepted.
@@ -88,7 +88,7 @@ class Requirement:
         return self.key not in labels  # DoesNotExist
 
 
-@dataclass(frozen=True)
+@frozen_record
 class LabelSelector:
     """A parsed labelSelector. The empty selector selects everything in its scope."""
 
