@@ -318,6 +318,18 @@ class ClusterView:
                         break
             return out
 
+    def first_pod(self, namespace: str, sel: LabelSelector, where: Callable[[Pod], bool]) -> Pod | None:
+        """The first pod (in the index's stable order) that `sel` selects and `where` accepts."""
+        with self.lock:
+            idx = self._pod_index.get(namespace)
+            if not idx:
+                return None
+            for i in idx.candidates(sel):
+                pod = self._pods[i]
+                if sel.matches(pod.labels) and where(pod):
+                    return pod
+            return None
+
     def any_pod(self, namespace: str, sel: LabelSelector) -> bool:
         return bool(self.select_pods(namespace, sel, limit=1))
 

@@ -81,21 +81,21 @@ def _namespaces_in_scope(ctx: Context, policy: NetworkPolicy, scope: Scope, amon
 
 def declaring_pod(ctx: Context, policy: NetworkPolicy, scopes: list[Scope], port: int | str,
                   accept: Callable[[ContainerPort], bool], ordered: bool = False) -> Optional[Pod]:
-    """A destination pod (one per label class) with a container port `accept`s, found through
-    the index of namespaces that declare that port number or name at all. `ordered` makes the
-    pod found the same on every run (for messages); existence checks leave it off."""
+    """The first destination pod with a container port `accept`s, found through the index of
+    namespaces that declare that port number or name at all. `ordered` makes the pod found
+    the same on every run (for messages); existence checks leave it off."""
     among = namespaces_declaring_port(ctx.view, port)
     if not among:
         return None
+
+    def declares(pod: Pod) -> bool:
+        return any(accept(cp) for cp in pod.ports)
+
     for scope in scopes:
         for ns in _namespaces_in_scope(ctx, policy, scope, among, ordered):
-            # Pods of one workload share their ports: the first few selected pods usually
-            # answer; only a miss pays for every label class of the namespace.
-            for query in (lambda: ctx.view.select_pods(ns, scope.pod_selector, limit=8),
-                          lambda: ctx.view.pod_label_classes(ns, scope.pod_selector)):
-                for pod in query():
-                    if any(accept(cp) for cp in pod.ports):
-                        return pod
+            pod = ctx.view.first_pod(ns, scope.pod_selector, declares)
+            if pod is not None:
+                return pod
     return None
 
 
