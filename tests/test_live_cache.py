@@ -415,3 +415,22 @@ def test_a_synced_view_is_taken_out_of_the_garbage_collectors_walks(kube_api, li
         assert any(o is late for o in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_objects_replaced_by_watch_events_are_frozen_again_once_a_tenth_of_the_view(kube_api, live):
+    import gc
+    seed(kube_api)
+    gc.unfreeze()
+    try:
+        source = live()
+        source.refreezer.minimum = 3  # the view holds 8 objects; 3 changes are more than a tenth
+        for i in range(2):
+            kube_api.put_object(pod("shop", f"new-{i}", {"app": "web"}, ip=f"10.0.0.{30 + i}"))
+        second = wait_for(lambda: source.view.find_pod("shop", "new-1"), "the second new pod")
+        assert any(o is second for o in gc.get_objects()), "frozen before enough of the view changed"
+        kube_api.put_object(pod("shop", "new-2", {"app": "web"}, ip="10.0.0.32"))
+        wait_for(lambda: source.view.find_pod("shop", "new-2"), "the third new pod")
+        wait_for(lambda: not any(o is second for o in gc.get_objects()), "the changed objects frozen again")
+        assert source.refreezer.changed == 0
+    finally:
+        gc.unfreeze()

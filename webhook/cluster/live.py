@@ -29,7 +29,7 @@ import weakref
 from typing import Any, Callable, Mapping
 
 from webhook.cluster import watching
-from webhook.cluster.heap import freeze_view
+from webhook.cluster.heap import Refreezer, freeze_view
 from webhook.cluster.objects import ContainerPort, Pod, namespace_from, pod_from, service_from
 from webhook.cluster.view import ClusterView
 from webhook.config import DEFAULT, Config
@@ -238,6 +238,7 @@ class _KindCache:
         if etype not in ("ADDED", "MODIFIED", "DELETED"):
             raise watching.WatchFailed(f"watching {self.kind.name}: unknown event type {etype!r}")
         key = self.adapter.key(obj)
+        changed = True
         if etype == "DELETED":
             with self.view.lock:
                 self._apply(key, rv, None)
@@ -245,8 +246,13 @@ class _KindCache:
             parsed = self._parse(obj)  # outside the lock: readers wait only for the update
             with self.view.lock:
                 self._apply(key, rv, parsed)
+        else:
+            changed = False
         if rv:
             self.resource_version = rv
+        if changed and self.source.ready():
+            # new objects are walked by the collector until the next freeze (cluster/heap.py)
+            self.source.refreezer.changed_one(self.source.view_size)
 
     def list_and_replace(self) -> None:
         """A full (paged) list, then apply only the difference with what the view holds."""
@@ -302,6 +308,7 @@ class _KindCache:
         self.synced.set()
         if self.source.ready():
             # every kind listed: this is a complete view, and a long-lived one (cluster/heap.py)
+            self.source.refreezer.reset()
             freeze_view(f"{self.kind.name} listed")
 
     # ---- the loop ----------------------------------------------------------------------
@@ -431,6 +438,7 @@ class LiveSource:
         self.lister: watching.Lister | None = None
         self._started_at: float | None = None
         self._state = "new"
+        self.refreezer = Refreezer()
 
     # ---- ViewSource ------------------------------------------------------------------------
 
@@ -482,6 +490,10 @@ class LiveSource:
 
     def threads_alive(self) -> int:
         return sum(1 for kc in self._kinds if kc.thread is not None and kc.thread.is_alive())
+
+    def view_size(self) -> int:
+        """How many objects the view holds (all kinds)."""
+        return sum(len(kc.versions) - len(kc.invalid) for kc in self._kinds)
 
     def stats(self) -> dict:
         """Flat numbers for /metrics (kinds: namespaces, pods, services, networkpolicies).
