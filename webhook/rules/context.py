@@ -16,7 +16,7 @@ from webhook.cluster.objects import NAME_LABEL, ContainerPort, Pod
 from webhook.cluster.view import ClusterView
 from webhook.config import Config
 from webhook.policy.engine import Engine
-from webhook.policy.model import NetworkPolicy
+from webhook.policy.model import EGRESS, NetworkPolicy
 from webhook.policy.selectors import LabelSelector
 
 ISOLATE_VALUES = ("all", "ingress", "egress")
@@ -93,6 +93,17 @@ def _close_matches(word: str, options: tuple[str, ...], n: int) -> tuple[str, ..
     # The webhook meets the same typo against the same labels review after review;
     # difflib costs ~20 us per suggestion. Keyed on the full option list, so exact.
     return tuple(difflib.get_close_matches(word, options, n=n, cutoff=0.6))
+
+
+# --- preconditions (Rule.applies): cheap tests of the policy alone ----------------------------
+def isolates_egress(policy: NetworkPolicy) -> bool:
+    """Only a policy that isolates egress has egress rules that take effect."""
+    return EGRESS in policy.policy_types
+
+
+def has_ip_block(policy: NetworkPolicy) -> bool:
+    """Whether any written rule (whether or not policyTypes lets it take effect) has an ipBlock peer."""
+    return any(peer.ip_block is not None for r in policy.ingress + policy.egress for peer in r.peers)
 
 
 def selected_pods(ctx: Context, policy: NetworkPolicy, limit: int | None = None) -> list[Pod]:

@@ -40,13 +40,15 @@ from webhook.policy.engine import Endpoint
 from webhook.policy.model import EGRESS, NetworkPolicy, Rule
 from webhook.policy.selectors import LabelSelector
 from webhook.rules.base import Example, Hit, rule
-from webhook.rules.context import Context
+from webhook.rules.context import Context, isolates_egress
 from webhook.rules.fixes import dns_egress_rule, snippet
 from webhook.rules.inventory import CLUSTER, DNS_EGRESS
 
 DNS_PORT = 53
 UDP, TCP = "UDP", "TCP"
 _SHOW = 3  # pods named in one message
+# The destination numeric ports are matched "toward": they never look at it (see reach()).
+_NO_DESTINATION = Endpoint()
 
 
 # --- what one policy allows toward DNS ---------------------------------------------------------
@@ -225,9 +227,21 @@ class _DnsAnalysis:
         udp: set[int] = set()
         tcp: set[int] = set()
         for r in rules:
+            named = any(isinstance(spec.port, str) for spec in r.ports)
+            if not named:
+                # Numeric ports (or none) mean the same toward every target: ask once per
+                # rule, and skip the targets when the rule opens 53 on neither protocol.
+                rule_udp = engine.rule_ports_allow(r, DNS_PORT, UDP, _NO_DESTINATION)
+                rule_tcp = engine.rule_ports_allow(r, DNS_PORT, TCP, _NO_DESTINATION)
+                if not (rule_udp or rule_tcp):
+                    continue
             for i, ep in enumerate(self.targets):
-                on_udp = i not in udp and engine.rule_ports_allow(r, DNS_PORT, UDP, ep)
-                on_tcp = i not in tcp and engine.rule_ports_allow(r, DNS_PORT, TCP, ep)
+                if named:  # a named port resolves against each DNS pod's own ports
+                    on_udp = i not in udp and engine.rule_ports_allow(r, DNS_PORT, UDP, ep)
+                    on_tcp = i not in tcp and engine.rule_ports_allow(r, DNS_PORT, TCP, ep)
+                else:
+                    on_udp = rule_udp and i not in udp
+                    on_tcp = rule_tcp and i not in tcp
                 if (on_udp or on_tcp) and engine.rule_peers_allow(policy, r, ep):
                     if on_udp:
                         udp.add(i)
@@ -444,6 +458,7 @@ spec:
 
 @rule(
     id="dns-egress-missing", category="dns", severity="error",
+    applies=isolates_egress,
     summary="Egress-isolated pods cannot reach cluster DNS on UDP 53, so every name lookup fails.",
     rationale="""
 Once any policy lists `Egress` in `policyTypes` for a pod, only the union of the egress
@@ -518,6 +533,7 @@ def dns_egress_missing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
 
 @rule(
     id="dns-tcp-missing", category="dns", severity="warning",
+    applies=isolates_egress,
     summary="DNS is allowed over UDP 53 but not TCP 53, so large or truncated answers fail.",
     rationale="""
 Resolvers fall back to TCP when an answer does not fit in a UDP datagram (many records,
@@ -579,6 +595,7 @@ def _specific_dns_port(r: Rule, an: _DnsAnalysis) -> bool:
 
 @rule(
     id="dns-scope-too-broad", category="dns", severity="info",
+    applies=isolates_egress,
     summary="Port 53 is allowed to every pod of the DNS namespace or to every destination, not just the DNS pods.",
     rationale="""
 A DNS rule needs the DNS pods and nothing else. A `namespaceSelector` for kube-system

@@ -12,7 +12,7 @@ from webhook.cluster.objects import Pod, Service
 from webhook.policy.engine import Endpoint
 from webhook.policy.model import EGRESS, INGRESS, IPBlock, NetworkPolicy, Peer, Rule
 from webhook.rules.base import Example, Hit, rule
-from webhook.rules.context import Context, name_selector
+from webhook.rules.context import Context, has_ip_block, isolates_egress, name_selector
 from webhook.rules.fixes import snippet
 from webhook.rules.inventory import CLUSTER, DNS_EGRESS
 
@@ -71,6 +71,7 @@ def canonical_cidr(text: str) -> Optional[str]:
 
 @rule(
     id="ipblock-host-bits", category="ipblock", severity="warning",
+    applies=has_ip_block,
     summary="An ipBlock CIDR has host bits set, so it covers more (or other) addresses than it reads.",
     rationale="""
 `cidr: 10.0.0.1/8` is accepted by the API server and means `10.0.0.0/8` - sixteen million
@@ -137,6 +138,7 @@ def _deliberate(block: IPBlock) -> bool:
 
 @rule(
     id="ipblock-metadata-reachable", category="ipblock", severity="warning",
+    applies=isolates_egress,
     summary="Egress lets pods reach the cloud metadata service (169.254.169.254) on port 80.",
     rationale="""
 The instance metadata endpoint hands out the node's cloud credentials to anyone who can
@@ -295,6 +297,7 @@ def _placeholder_peer() -> dict:
 
 @rule(
     id="ipblock-targets-cluster", category="ipblock", severity="warning",
+    applies=has_ip_block,
     summary="An ipBlock names pod or Service addresses, which policies do not reliably match.",
     rationale="""
 `ipBlock` is meant for addresses outside the cluster. Pod IPs change on every restart, and
@@ -414,6 +417,7 @@ def _cluster_target(ctx: Context, block: IPBlock, index: _AddressIndex, path: st
 
 @rule(
     id="ipblock-single-family", category="ipblock", severity="info",
+    applies=has_ip_block,
     summary="A rule opens 0.0.0.0/0 without ::/0 (or the reverse), so one IP family stays blocked.",
     rationale="""
 On a dual-stack cluster "anywhere" needs both `0.0.0.0/0` and `::/0`. With only the IPv4

@@ -29,6 +29,7 @@ WELL_KNOWN = {"http": 80, "https": 443, "dns": 53, "ssh": 22, "smtp": 25, "submi
               "mongodb": 27017, "kafka": 9092, "amqp": 5672, "ntp": 123}
 SAMPLE_NAMESPACES = 5  # namespaces sampled for naming pods and suggesting port names
 SHOWN = 3
+_OTHER_PROTOCOLS = ("TCP", "UDP", "SCTP")  # what port-protocol-mismatch counts as "another protocol"
 
 
 @dataclass(frozen=True)
@@ -432,8 +433,8 @@ def port_protocol_mismatch(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]
             continue
         for spec in numeric:
             port, proto = spec.port, spec.protocol
-            if any(s.matches_number(port, other) for s in r.ports for other in ("TCP", "UDP", "SCTP")
-                   if other != proto):
+            if any(s.protocol != proto and s.protocol in _OTHER_PROTOCOLS and s.matches_number(port, s.protocol)
+                   for s in r.ports):
                 continue  # the rule already allows another protocol on this port
             if declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port and cp.protocol == proto):
                 continue

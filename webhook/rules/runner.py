@@ -82,6 +82,8 @@ def check_policy(policy: NetworkPolicy, ctx: Context) -> list[Finding]:
     for rule in REGISTRY:
         if rule.builtin or rule.id in skipped or ctx.config.rules.get(rule.id) == "off":
             continue
+        if rule.applies is not None and not rule.applies(policy):
+            continue  # the check could find nothing here (see Rule.applies)
         try:
             hits = list(rule.check(policy, ctx))
         except Exception:  # a bug in one check must not take down the webhook or hide others
