@@ -65,3 +65,20 @@ def test_the_audit_logger_level_turns_the_trail_off(stream):
     finally:
         logger.setLevel(logging.NOTSET)
     assert stream.getvalue() == ""
+
+
+def test_the_webhook_writes_one_audit_line_once_the_answer_is_sent(stream):
+    # The line follows the response: the API server does not wait for the log write. A WSGI
+    # server closes every response after its last byte (PEP 3333); the test client on close().
+    from pathlib import Path
+    from webhook.admission.app import create_app
+    from webhook.cluster.source import EmptySource
+    from webhook.config import DEFAULT
+    review = json.loads((Path(__file__).parent.parent / "examples/admission/create-denied.json").read_text())
+    client = create_app(DEFAULT, EmptySource()).test_client()
+    response = client.post("/validate", json=review)
+    assert response.get_json()["response"]["allowed"] is False
+    assert stream.getvalue() == ""
+    response.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(a["uid"], a["decision"]) for a in lines] == [(review["request"]["uid"], "deny")]

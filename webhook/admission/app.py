@@ -78,13 +78,18 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
             # request on the connection - the API server never sends more than a few MiB)
             return _json(bad.body(), bad.status)
         decision = dispatch(endpoint, req, ctx)
-        body = build_response(req, decision)
+        response = _json(build_response(req, decision))
         metrics.record_decision(endpoint, req.operation, decision.label, time.perf_counter() - started,
                                 ((f.rule, f.severity) for f in decision.findings))
-        audit(uid=req.uid, obj=req.object_ref, kind=req.kind.kind, operation=req.operation,
-              user=req.user.username, decision=decision.label, rules=(f.rule for f in decision.findings),
-              dry_run=req.dry_run, endpoint=endpoint, warnings=len(decision.warnings))
-        return _json(body)
+        # The audit line is written once the answer has been sent (the server closes the
+        # response after the last byte, also when the client went away): the API server does
+        # not wait for the log write, and the write's system call does not hand the GIL to
+        # another thread in the middle of a review.
+        response.call_on_close(lambda: audit(
+            uid=req.uid, obj=req.object_ref, kind=req.kind.kind, operation=req.operation,
+            user=req.user.username, decision=decision.label, rules=[f.rule for f in decision.findings],
+            dry_run=req.dry_run, endpoint=endpoint, warnings=len(decision.warnings)))
+        return response
 
     @app.post("/validate")
     def validate() -> Response:
