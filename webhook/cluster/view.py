@@ -88,6 +88,9 @@ class ClusterView:
         self._pair_ns: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
         self._key_ns: dict[str, dict[str, int]] = defaultdict(dict)
         self._port_ns: dict[object, dict[str, int]] = defaultdict(dict)
+        # Container port number -> {protocol: how many pods/templates declare it so}: lets
+        # port-protocol-mismatch rule out, per port, the common case of one protocol only.
+        self._port_protocols: dict[int, dict[str, int]] = defaultdict(dict)
         self._services_by_ns: dict[str, dict[str, Service]] = defaultdict(dict)
         self._service_port_ns: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
         self._policies: dict[str, dict[str, NetworkPolicy]] = defaultdict(dict)
@@ -176,6 +179,7 @@ class ClusterView:
             self._count(self._key_ns, pair[0], ns, delta)
         for p in pod.ports:
             self._count(self._port_ns, p.port, ns, delta)
+            self._count(self._port_protocols, p.port, p.protocol, delta)  # counted per protocol, not namespace
             if p.name:
                 self._count(self._port_ns, p.name, ns, delta)
 
@@ -467,6 +471,15 @@ def namespaces_declaring_port(view: ClusterView, port: int | str) -> AbstractSet
     Immutable (callers iterate outside the lock while the live cache keeps changing the view)
     and cached until a namespace gains or loses the port, so a call does not copy the set."""
     return view._frozen_namespaces(view._port_ns, port)
+
+
+def port_declared_with_other_protocol(view: ClusterView, port: int, protocol: str) -> bool:
+    """Whether some pod or template anywhere in view declares container port `port` with a
+    protocol other than `protocol`. A cluster-wide summary lookup: no per-namespace walk."""
+    protocols = view._port_protocols.get(port, ())
+    # More protocols than `protocol` alone means another one is there. Two atomic reads,
+    # no iteration, so no lock is needed while the live cache changes the table.
+    return len(protocols) > (protocol in protocols)
 
 
 def services_in(view: ClusterView, namespace: str) -> list[Service]:

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from webhook.cluster.objects import ContainerPort, Pod, Service
 from webhook.cluster.view import (namespaces_declaring_port, namespaces_with_pods, namespaces_with_service_port,
-                                  services_in)
+                                  port_declared_with_other_protocol, services_in)
 from webhook.policy.model import EGRESS, INGRESS, NetworkPolicy, PortSpec, Rule
 from webhook.policy.selectors import EVERYTHING, LabelSelector
 from webhook.rules.base import Example, Hit, rule
@@ -361,6 +361,13 @@ def service_port_not_target_port(policy: NetworkPolicy, ctx: Context) -> Iterato
 
 # --- port-protocol-mismatch ---------------------------------------------------------------------
 
+def _other_protocol_allowed(r: Rule, spec: PortSpec) -> bool:
+    """Whether the rule already allows the entry's port with another protocol."""
+    port, proto = spec.port, spec.protocol
+    return any(s.protocol != proto and s.protocol in _OTHER_PROTOCOLS and s.matches_number(port, s.protocol)
+               for s in r.ports)
+
+
 @rule(
     id="port-protocol-mismatch", category="ports", severity="warning",
     summary="A numeric port's protocol is one the destination pods do not use on that port.",
@@ -428,14 +435,19 @@ def port_protocol_mismatch(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]
             continue
         if r.direction == EGRESS and (r.all_peers or any(p.ip_block is not None for p in r.peers)):
             continue  # an address outside the cluster may well listen on that protocol
+        # A mismatch needs a destination pod that declares the port with another protocol.
+        # Most ports are declared with one protocol across the whole view, so the view's port
+        # summary rules those entries out before the rule's destinations and pods are looked
+        # up (several us per entry, paid by nearly every policy that finds nothing here).
+        suspects = [s for s in numeric if port_declared_with_other_protocol(ctx.view, s.port, s.protocol)
+                    and not _other_protocol_allowed(r, s)]
+        if not suspects:
+            continue
         scopes = destinations(ctx, policy, r)
         if not scopes:
             continue
-        for spec in numeric:
+        for spec in suspects:
             port, proto = spec.port, spec.protocol
-            if any(s.protocol != proto and s.protocol in _OTHER_PROTOCOLS and s.matches_number(port, s.protocol)
-                   for s in r.ports):
-                continue  # the rule already allows another protocol on this port
             if declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port and cp.protocol == proto):
                 continue
             other = declaring_pod(ctx, policy, scopes, port, lambda cp: cp.port == port, ordered=True)
