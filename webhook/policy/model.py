@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Optional
 
 from webhook.policy.errors import frozen_record
@@ -135,6 +136,49 @@ class Origin:
         return line_of_path(self.lines, path, self.line)
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What kinds of peers and ports a policy's written rules contain (every rule, whether or
+    not policyTypes lets it take effect). The rules' preconditions (Rule.applies) ask a dozen
+    such questions per review; answered from one pass, each costs an attribute read instead
+    of its own walk over the rules (~0.5-1.5 us each)."""
+
+    ip_block: bool = False  # some peer has an ipBlock
+    named_port: bool = False  # some port is given by name
+    namespace_selector: bool = False  # some peer has a non-empty namespaceSelector
+    rule_without_peers: bool = False  # some rule has no (or an empty) from/to
+    peers_written_empty: bool = False  # some rule spells out `from: []` / `to: []`
+    # Some rule has both a namespace-only peer and a pod-only peer with a non-empty pod
+    # selector (neither with an ipBlock): two peers ORed, where one peer may have been meant.
+    namespace_and_pod_peers: bool = False
+
+    @staticmethod
+    def of(rules: tuple[Rule, ...]) -> "Contents":
+        found: dict[str, bool] = {}
+        for r in rules:
+            if not r.peers:
+                found["rule_without_peers"] = True
+                if r.peers_written_empty:
+                    found["peers_written_empty"] = True
+            namespace_only = pod_only = False
+            for p in r.peers:
+                ns_sel = p.namespace_selector
+                if p.ip_block is not None:
+                    found["ip_block"] = True
+                elif ns_sel is not None and p.pod_selector is None:
+                    namespace_only = True
+                elif ns_sel is None and p.pod_selector is not None and not p.pod_selector.is_empty:
+                    pod_only = True
+                if ns_sel is not None and not ns_sel.is_empty:
+                    found["namespace_selector"] = True
+            if namespace_only and pod_only:
+                found["namespace_and_pod_peers"] = True
+            for s in r.ports:
+                if isinstance(s.port, str):
+                    found["named_port"] = True
+        return Contents(**found)
+
+
 @frozen_record(eq=False)
 class NetworkPolicy:
     name: str
@@ -162,6 +206,11 @@ class NetworkPolicy:
     @property
     def isolates_egress(self) -> bool:
         return EGRESS in self.policy_types
+
+    @cached_property
+    def contents(self) -> Contents:
+        """Computed on first use and kept with this (immutable) policy object."""
+        return Contents.of(self.ingress + self.egress)
 
     def rules_for(self, direction: str) -> tuple[Rule, ...]:
         """The rules that take effect for a direction ([] when the direction is not isolated)."""

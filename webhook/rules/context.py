@@ -103,7 +103,7 @@ def isolates_egress(policy: NetworkPolicy) -> bool:
 
 def has_ip_block(policy: NetworkPolicy) -> bool:
     """Whether any written rule (whether or not policyTypes lets it take effect) has an ipBlock peer."""
-    return any(peer.ip_block is not None for r in policy.ingress + policy.egress for peer in r.peers)
+    return policy.contents.ip_block
 
 
 def selected_pods(ctx: Context, policy: NetworkPolicy, limit: int | None = None) -> list[Pod]:

@@ -226,14 +226,23 @@ def _names_pods(sel: LabelSelector) -> bool:
     return bool(sel.required_keys())
 
 
-def _or_confusion(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[tuple[Peer, Peer, bool]]:
-    """(namespace-only peer, pod-only peer, the merged peer matches pods) when a rule ORs the two
-    and the AND is the likelier intent; None otherwise."""
+def _or_pair(r: Rule) -> Optional[tuple[Peer, Peer]]:
+    """The rule's first namespace-only peer and first pod-only peer (with a non-empty selector),
+    when it has both: the shape of an OR that may have been meant as one peer (an AND)."""
     ns_only = [p for p in r.peers if p.is_namespace_only and p.ip_block is None]
     pod_only = [p for p in r.peers if p.is_pod_only and p.ip_block is None and not p.pod_selector.is_empty]
     if not ns_only or not pod_only:
         return None
-    nsp, podp = ns_only[0], pod_only[0]
+    return ns_only[0], pod_only[0]
+
+
+def _or_confusion(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[tuple[Peer, Peer, bool]]:
+    """(namespace-only peer, pod-only peer, the merged peer matches pods) when a rule ORs the two
+    and the AND is the likelier intent; None otherwise."""
+    pair = _or_pair(r)
+    if pair is None:
+        return None
+    nsp, podp = pair
     view = ctx.view
     if not view.pods_known or not ns_scope_known(ctx, nsp.namespace_selector):
         return nsp, podp, False  # no inventory: the shape alone is the signal
@@ -243,10 +252,24 @@ def _or_confusion(ctx: Context, policy: NetworkPolicy, r: Rule) -> Optional[tupl
     return nsp, podp, True
 
 
+# Preconditions (Rule.applies): what a policy must contain for a check below to find anything,
+# read from the policy alone (every written rule, a superset of the rules that take effect;
+# see model.Contents). The runner skips the check for policies without it (~1 us a call).
+
+def _has_namespace_selector(policy: NetworkPolicy) -> bool:
+    return policy.contents.namespace_selector
+
+
+def _has_or_pair(policy: NetworkPolicy) -> bool:
+    """Some rule has the shape _or_pair looks for."""
+    return policy.contents.namespace_and_pod_peers
+
+
 # --- namespace-selector-matches-nothing ------------------------------------------------------
 
 @rule(
     id="namespace-selector-matches-nothing", category="selector", severity="error",
+    applies=_has_namespace_selector,
     summary="A peer's namespaceSelector matches no namespace, so the peer allows nothing.",
     rationale="""
 Namespaces carry `kubernetes.io/metadata.name` automatically; every other label exists only
@@ -419,6 +442,7 @@ def pod_selector_matches_nothing(policy: NetworkPolicy, ctx: Context) -> Iterato
 
 @rule(
     id="peers-or-confusion", category="selector", severity="warning",
+    applies=_has_or_pair,
     summary="A rule lists a namespaceSelector peer and a podSelector peer separately (OR) where one peer (AND) was likely meant.",
     rationale="""
 In YAML the difference is one dash: `- namespaceSelector: ...` followed by `- podSelector: ...`

@@ -18,6 +18,36 @@ def _nothing(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
     return iter(())
 
 
+# Preconditions (Rule.applies): what a policy must contain for each check below to find
+# anything, read from the policy alone. Most policies contain none of it, and the runner
+# then skips the check (~1 us a call, see Rule.applies).
+
+def _ignores_written_rules(policy: NetworkPolicy) -> bool:
+    """policyTypes is written and leaves out a direction that has rules."""
+    return policy.policy_types_written and bool(
+        (policy.ingress and INGRESS not in policy.policy_types) or (policy.egress and EGRESS not in policy.policy_types))
+
+
+def _has_rule_without_peers(policy: NetworkPolicy) -> bool:
+    """Some written rule has no `from`/`to` (or an empty one): it allows every peer."""
+    return policy.contents.rule_without_peers
+
+
+def _has_peers_written_empty(policy: NetworkPolicy) -> bool:
+    return policy.contents.peers_written_empty
+
+
+def _described(policy: NetworkPolicy) -> bool:
+    for key in DESCRIPTION_KEYS:  # a plain loop: any() over a generator costs more than the lookups
+        if policy.annotations.get(key, "").strip():
+            return True
+    return False
+
+
+def _undescribed(policy: NetworkPolicy) -> bool:
+    return not _described(policy)
+
+
 rule(
     id="invalid-spec", category="structure", severity="error", builtin=True,
     summary="The API server would refuse this NetworkPolicy.",
@@ -137,6 +167,7 @@ spec:
 
 @rule(
     id="rules-ignored-by-policy-types", category="structure", severity="error",
+    applies=_ignores_written_rules,
     summary="Ingress or egress rules are written but policyTypes leaves their direction out, so they are ignored.",
     rationale="""
 With `policyTypes: [Ingress]`, every `egress` rule is silently ignored by the API server
@@ -185,6 +216,7 @@ def rules_ignored_by_policy_types(policy: NetworkPolicy, ctx: Context) -> Iterat
 
 @rule(
     id="allow-all-peers", category="structure", severity="warning",
+    applies=_has_rule_without_peers,
     summary="A rule allows every source or destination, outside the cluster included.",
     rationale="""
 A rule without `from` (or `to`) matches every peer: every pod in every namespace *and*
@@ -242,6 +274,7 @@ def allow_all_peers(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
 
 @rule(
     id="explicit-empty-peers", category="structure", severity="warning",
+    applies=_has_peers_written_empty,
     summary="`from: []` or `to: []` is written out: it means everyone, not no one.",
     rationale="""
 An empty peer list is the same as no list: the rule matches every peer. Written out, it
@@ -281,6 +314,7 @@ def explicit_empty_peers(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
 
 @rule(
     id="missing-description", category="structure", severity="info",
+    applies=_undescribed,
     summary="The policy has no `description` annotation stating its intent.",
     rationale="""
 A reviewer can only tell a mistake from an intention when the intention is written down.
@@ -308,7 +342,7 @@ spec:
 """ + CLUSTER),),
 )
 def missing_description(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
-    if not any(policy.annotations.get(k, "").strip() for k in DESCRIPTION_KEYS):
+    if not _described(policy):
         yield Hit("metadata.annotations",
                   "no description annotation says what this policy is for",
                   snippet({"metadata": {"annotations": {"description": "<who may talk to whom, and why>"}}}))
