@@ -166,6 +166,14 @@ class Engine:
             pols[p.name] = p
         return list(pols.values())
 
+    def holds(self, policy: NetworkPolicy) -> bool:
+        """Whether this very object is one policies_in() lists (the overlay's or the view's own)."""
+        key = policy.key
+        over = self.overlay.get(key)
+        if over is not None:
+            return over is policy
+        return key not in self.removed and self.view.policy(policy.namespace, policy.name) is policy
+
     def policies_selecting(self, pod: Pod, direction: str) -> list[NetworkPolicy]:
         key = (self.view.generation, pod.namespace, frozenset(pod.labels.items()), direction)
         found = self._selecting_cache.get(key)

@@ -161,11 +161,60 @@ class _DnsTargets:
         return got
 
 
+class _StoredDns:
+    """What the view's own egress-isolating policies of one namespace allow toward DNS: their
+    allowances, the namespace-wide cover and the providers grouped by selector. Facts of the
+    view, the configuration and the engine's ipBlock switch alone (never of a review's overlay),
+    so shared by the contexts of every review until the view changes; each review combines
+    them with its own candidate (_DnsAnalysis). Holds no context, only policies and allowances."""
+
+    def __init__(self, policies: list[NetworkPolicy], allowance: Callable[[NetworkPolicy], Allowance]) -> None:
+        self.policies = tuple(policies)
+        self.allowances = {id(p): allowance(p) for p in self.policies}  # objects kept alive above
+        self.wide = tuple(p for p in self.policies if p.pod_selector.is_empty)
+        self.wide_names = frozenset(p.name for p in self.wide)
+        self.cover = self.union(self.wide)
+        # Only the policies that allow some DNS decide a verdict; many share a selector
+        # (`{}`, `app: x`), so each pod class tests each distinct selector once.
+        groups: dict[LabelSelector, list[NetworkPolicy]] = {}
+        for p in self.policies:
+            if self.allowances[id(p)].udp or self.allowances[id(p)].tcp:
+                groups.setdefault(p.pod_selector, []).append(p)
+        self.providers = [(sel, tuple(ps)) for sel, ps in groups.items()]
+        self.provider_names = frozenset(p.name for _, ps in self.providers for p in ps)
+        # Label class of a pod in view -> what the providers selecting it allow. Only classes
+        # of the view are kept (a hypothetical pod's labels come from a candidate).
+        self._class_totals: dict[frozenset, Allowance] = {}
+
+    def union(self, policies: Iterable[NetworkPolicy]) -> Allowance:
+        udp: set[int] = set()
+        tcp: set[int] = set()
+        for p in policies:
+            a = self.allowances[id(p)]
+            udp.update(a.udp)
+            tcp.update(a.tcp)
+        return Allowance(frozenset(udp), frozenset(tcp))
+
+    def selecting(self, labels, dropped: frozenset[str]) -> Allowance:
+        """What the providers selecting `labels` allow, without the policies named in `dropped`."""
+        return self.union(p for sel, ps in self.providers if sel.matches(labels)
+                          for p in ps if p.name not in dropped)
+
+    def class_total(self, labels) -> Allowance:
+        """selecting(labels) for the label class of a pod in view, kept."""
+        key = frozenset(labels.items())
+        got = self._class_totals.get(key)
+        if got is None:
+            got = self._class_totals[key] = self.selecting(labels, frozenset())
+        return got
+
+
 class _DnsAnalysis:
     """Per-context caches: each policy's allowance (asked for by every policy that shares pods
-    with it), each namespace's policies and each label class's isolating policies. They read
-    the engine, whose overlay holds the candidate, so they are never shared between contexts.
-    Rebuilt when the view changes."""
+    with it), each namespace's policies and each label class's verdict. They read the engine,
+    whose overlay holds the candidate, so they are never shared between contexts; what the
+    view's own policies allow is (`stored`, _StoredDns), and is combined here with the
+    overlay the way engine.policies_in applies it. Rebuilt when the view changes."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -179,10 +228,8 @@ class _DnsAnalysis:
         # Keyed by id(): hashing a policy formats its key. The entries keep the policies alive.
         self.allowances: dict[int, tuple[NetworkPolicy, Allowance]] = {}
         self.ns_policies: dict[str, list[NetworkPolicy]] = {}
+        self.ns_overlay: dict[str, tuple[frozenset[str], tuple[NetworkPolicy, ...]]] = {}
         self.ns_cover: dict[str, Allowance] = {}
-        self.stored_ids: set[int] = set()  # id() of every policy in ns_policies (kept alive there)
-        self.ns_groups: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
-        self.ns_providers: dict[str, list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]] = {}
         self.class_verdicts: dict[tuple[str, frozenset, bool], PodDns] = {}
         self.statuses: dict[int, tuple[NetworkPolicy, DnsStatus]] = {}  # asked for by two rules per policy
 
@@ -259,54 +306,61 @@ class _DnsAnalysis:
         return Allowance(frozenset(udp), frozenset(tcp))
 
     def policies_in(self, namespace: str) -> list[NetworkPolicy]:
+        """The namespace's egress-isolating policies in the engine (the view plus overlay)."""
         got = self.ns_policies.get(namespace)
         if got is None:
             got = self.ns_policies[namespace] = [
                 p for p in self.ctx.engine.policies_in(namespace) if EGRESS in p.policy_types]
-            self.stored_ids.update(id(p) for p in got)
+        return got
+
+    def stored(self, namespace: str) -> _StoredDns:
+        """The view's own egress-isolating policies of the namespace, shared across reviews.
+        Their allowances are computed through this context's engine, but reaching a target
+        reads only the policy, the view and the ipBlock switch (part of the key), not the overlay."""
+        ip_switch = self.ctx.engine.ip_block_matches_pods
+        return self.ctx.shared(("dns-stored", namespace, ip_switch), lambda: _StoredDns(
+            [p for p in self.ctx.view.policies(namespace) if EGRESS in p.policy_types],
+            self._stored_allowance))
+
+    def overlay_in(self, namespace: str) -> tuple[frozenset[str], tuple[NetworkPolicy, ...]]:
+        """How this context's engine differs from the view in the namespace, as engine.policies_in
+        applies it: (names of stored policies it does not hold - replaced by the overlay or
+        removed -, the overlay's egress-isolating policies there)."""
+        got = self.ns_overlay.get(namespace)
+        if got is None:
+            engine = self.ctx.engine
+            over = [p for p in engine.overlay.values() if p.namespace == namespace]
+            dropped = {p.name for p in over}
+            if engine.removed:
+                dropped.update(p.name for p in self.stored(namespace).policies if p.key in engine.removed)
+            got = self.ns_overlay[namespace] = (
+                frozenset(dropped), tuple(p for p in over if EGRESS in p.policy_types))
         return got
 
     def is_stored(self, policy: NetworkPolicy) -> bool:
         """Whether this very object is what the engine holds (so namespace caches apply to it)."""
-        self.policies_in(policy.namespace)
-        return id(policy) in self.stored_ids
+        return EGRESS in policy.policy_types and self.ctx.engine.holds(policy)
 
     def namespace_cover(self, namespace: str) -> Allowance:
         """What the policies selecting every pod of the namespace allow: when that is full
         DNS, no pod class there needs looking at."""
         got = self.ns_cover.get(namespace)
         if got is None:
-            got = self.ns_cover[namespace] = self.union(
-                p for p in self.policies_in(namespace) if p.pod_selector.is_empty)
-        return got
-
-    def selector_groups(self, namespace: str) -> list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]:
-        """The namespace's egress-isolating policies grouped by selector: many policies share
-        one (`{}`, `app: x`), so each pod class tests each distinct selector once."""
-        got = self.ns_groups.get(namespace)
-        if got is None:
-            groups: dict[LabelSelector, list[NetworkPolicy]] = {}
-            for p in self.policies_in(namespace):
-                groups.setdefault(p.pod_selector, []).append(p)
-            got = self.ns_groups[namespace] = [(sel, tuple(ps)) for sel, ps in groups.items()]
-        return got
-
-    def provider_groups(self, namespace: str) -> list[tuple[LabelSelector, tuple[NetworkPolicy, ...]]]:
-        """The selector groups of the policies that allow some DNS: the only ones a verdict needs."""
-        got = self.ns_providers.get(namespace)
-        if got is None:
-            got = []
-            for sel, ps in self.selector_groups(namespace):
-                providing = tuple(p for p in ps if self.allowance(p).udp or self.allowance(p).tcp)
-                if providing:
-                    got.append((sel, providing))
-            self.ns_providers[namespace] = got
+            stored = self.stored(namespace)
+            dropped, added = self.overlay_in(namespace)
+            got = stored.cover
+            if not dropped.isdisjoint(stored.wide_names):
+                got = stored.union(p for p in stored.wide if p.name not in dropped)
+            wide = [p for p in added if p.pod_selector.is_empty]
+            if wide:
+                got = got | self.union(wide)
+            self.ns_cover[namespace] = got
         return got
 
     def isolating_keys(self, pod: Pod) -> tuple[str, ...]:
+        # Only for the pods a message names, so read from the engine's list as it is.
         labels = pod.labels
-        return tuple(sorted(p.key for sel, ps in self.selector_groups(pod.namespace)
-                            if sel.matches(labels) for p in ps))
+        return tuple(sorted(p.key for p in self.policies_in(pod.namespace) if p.pod_selector.matches(labels)))
 
     def class_verdict(self, pod: Pod, hypothetical: bool) -> PodDns:
         """The verdict for the pod's label class under the stored policies, once per class."""
@@ -314,7 +368,15 @@ class _DnsAnalysis:
         got = self.class_verdicts.get(key)
         if got is None:
             labels = pod.labels
-            total = self.union(p for sel, ps in self.provider_groups(pod.namespace) if sel.matches(labels) for p in ps)
+            stored = self.stored(pod.namespace)
+            dropped, added = self.overlay_in(pod.namespace)
+            if hypothetical or not dropped.isdisjoint(stored.provider_names):
+                total = stored.selecting(labels, dropped)
+            else:
+                total = stored.class_total(labels)
+            mine = [p for p in added if p.pod_selector.matches(labels)]
+            if mine:
+                total = total | self.union(mine)
             got = self.class_verdicts[key] = PodDns(pod, hypothetical, self.covers(total.udp),
                                                     self.covers(total.tcp), lambda: self.isolating_keys(pod))
         return got
@@ -369,11 +431,11 @@ def dns_status(policy: NetworkPolicy, ctx: Context) -> DnsStatus:
 def _dns_status(policy: NetworkPolicy, an: _DnsAnalysis) -> DnsStatus:
     ctx = an.ctx
     own = an.allowance(policy)
-    stored = an.policies_in(policy.namespace)
     in_view = an.is_stored(policy)
     if in_view:
         cover = an.namespace_cover(policy.namespace)
     else:
+        stored = an.policies_in(policy.namespace)
         cover = an.union(p for p in stored if p.pod_selector.is_empty and p.key != policy.key)
         if policy.pod_selector.is_empty:
             cover = cover | own
