@@ -11,12 +11,13 @@ Python objects. These are the defaults; --workers and --threads override the fir
 - workers 2: one process per core (the GIL caps a worker at one core). Each worker
   holds its own cluster view (memory x workers; see docs/operations.md).
 - threads 2, measured against 1 and 4 (python -m bench webhook, 3-5 runs each, 2 vCPU;
-  docs/benchmarks.md): a review holds the GIL for ~0.5 ms, so extra threads mostly
+  docs/benchmarks.md): a review held the GIL for ~0.5 ms then (~0.3 ms now), so extra threads mostly
   queue on it - CPU per review rose with 4 threads (median 1,065-1,452 us vs
   1,050-1,330 us with 1-2) and throughput did not improve; p99 at 300 reviews/s was
   within run-to-run noise for 1, 2 and 4. Two rather than one so a long review does
   not hold up the other kept-alive connections of its worker (a connection stays on
-  the worker that accepted it).
+  the worker that accepted it). Re-checked at 883c869: with 1 thread the webhook was
+  unchanged and only the ceiling app slowed down.
 - keepalive 120 s: longer than the API server's client keeps an idle connection (Go's
   default idle timeout, 90 s), so it is always the client that closes an idle
   connection - never the server at the moment the client reuses it - and connections
