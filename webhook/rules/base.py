@@ -82,6 +82,8 @@ class Registry:
     def __init__(self) -> None:
         self._rules: dict[str, Rule] = {}
         self._ordered: tuple[Rule, ...] | None = None  # sorted once: the runner iterates per policy
+        # id(config) -> (config, its enabled checks); see enabled()
+        self._enabled: dict[int, tuple[Any, tuple[tuple[Rule, Optional[str]], ...]]] = {}
 
     def add(self, rule: Rule) -> Rule:
         if rule.id in self._rules:
@@ -94,6 +96,7 @@ class Registry:
             raise ValueError(f"rule {rule.id}: severity {rule.severity!r} not one of {SEVERITIES}")
         self._rules[rule.id] = rule
         self._ordered = None
+        self._enabled.clear()
         return rule
 
     def get(self, rule_id: str) -> Rule:
@@ -109,6 +112,22 @@ class Registry:
 
     def ids(self) -> list[str]:
         return [r.id for r in self]
+
+    def enabled(self, config: Any) -> tuple[tuple[Rule, Optional[str]], ...]:
+        """The checks the runner calls under `config` - not builtin, not turned "off" - in
+        order, each with its configured severity (None: the rule's own).
+
+        Asked once per policy reviewed, so computed once per configuration object, not per
+        rule per review: configurations are immutable and live as long as the server. The
+        entry holds the config, so its id cannot be reused while the entry lives."""
+        got = self._enabled.get(id(config))
+        if got is None:
+            if len(self._enabled) >= 32:  # lint runs and tests make many short-lived configs
+                self._enabled.clear()
+            rules = tuple((r, config.rules.get(r.id)) for r in self
+                          if not r.builtin and config.rules.get(r.id) != "off")
+            got = self._enabled[id(config)] = (config, rules)
+        return got[1]
 
 
 REGISTRY = Registry()

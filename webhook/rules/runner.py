@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Optional
 from webhook.policy.errors import FieldError
 from webhook.policy.model import NetworkPolicy, Origin
 from webhook.policy.parse import parse_policy
-from webhook.rules.base import REGISTRY, SEVERITIES, Finding
+from webhook.rules.base import REGISTRY, SEVERITIES, Finding, Rule
 from webhook.rules.context import Context
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,15 @@ class PolicyReport:
 
 def _finding(ctx: Context, rule_id: str, severity: str, policy_key: str, path: str, message: str,
              fix: Optional[str], origin: Optional[Origin]) -> Optional[Finding]:
-    rule = REGISTRY.get(rule_id)
     configured = ctx.config.rules.get(rule_id)
     if configured == "off":
         return None
-    sev = configured or severity
-    return Finding(rule=rule_id, category=rule.category, severity=sev, policy=policy_key, path=path,
+    return _new_finding(REGISTRY.get(rule_id), configured or severity, policy_key, path, message, fix, origin)
+
+
+def _new_finding(rule: Rule, severity: str, policy_key: str, path: str, message: str,
+                 fix: Optional[str], origin: Optional[Origin]) -> Finding:
+    return Finding(rule=rule.id, category=rule.category, severity=severity, policy=policy_key, path=path,
                    message=message, fix=fix, file=origin.file if origin else None,
                    line=origin.line_of(path) if origin else 0)
 
@@ -79,21 +82,20 @@ def _skips(policy: NetworkPolicy, ctx: Context) -> tuple[set[str], list[Finding]
 def check_policy(policy: NetworkPolicy, ctx: Context) -> list[Finding]:
     """Every finding for a parsed (valid) policy, skip annotations and config applied."""
     skipped, findings = _skips(policy, ctx)
-    for rule in REGISTRY:
-        if rule.builtin or rule.id in skipped or ctx.config.rules.get(rule.id) == "off":
-            continue
+    key, origin = policy.key, policy.origin
+    for rule, configured in REGISTRY.enabled(ctx.config):
         if rule.applies is not None and not rule.applies(policy):
             continue  # the check could find nothing here (see Rule.applies)
+        if skipped and rule.id in skipped:
+            continue
         try:
             hits = list(rule.check(policy, ctx))
         except Exception:  # a bug in one check must not take down the webhook or hide others
             log.exception("rule %s failed on %s", rule.id, policy.key)
             continue
         for hit in hits:
-            f = _finding(ctx, rule.id, hit.severity or rule.severity, policy.key, hit.path, hit.message,
-                         hit.fix, policy.origin)
-            if f:
-                findings.append(f)
+            findings.append(_new_finding(rule, configured or hit.severity or rule.severity, key, hit.path,
+                                         hit.message, hit.fix, origin))
     return sort_findings(findings)
 
 
@@ -125,5 +127,8 @@ def parse_and_check(obj: Any, ctx: Context, origin: Optional[Origin] = None,
     return PolicyReport(key, result.policy, tuple(check_policy(result.policy, ctx)))
 
 
+_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), f.line, f.path, f.rule))
+    return sorted(findings, key=lambda f: (_SEVERITY_RANK[f.severity], f.line, f.path, f.rule))
