@@ -144,7 +144,7 @@ def _cumulate_buckets(samples: dict[str, float]) -> dict[str, float]:
 
 def _sort_key(key: str) -> tuple:
     # histogram buckets in numeric order of `le`, +Inf last
-    # (observe() always puts `le` last)
+    # (_histogram_keys() always puts `le` last)
     for marker in (',le="', '{le="'):
         if marker in key:
             head, _, rest = key.rpartition(marker)
@@ -228,14 +228,6 @@ class Metrics:
             keys = (buckets, f"{name}_sum" + _labels(labels), f"{name}_count" + _labels(labels))
             self._hist_cache[cache_key] = keys
         return keys
-
-    def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
-        buckets, sum_key, count_key = self._histogram_keys(name, dict(labels or {}))
-        bucket = buckets[bisect.bisect_left(LATENCY_BUCKETS, value)]
-        with self._lock:
-            self._add(bucket, 1.0)
-            self._add(sum_key, value)
-            self._add(count_key, 1.0)
 
     def record_decision(self, endpoint: str, operation: str, decision: str, seconds: float,
                         findings: Iterable[tuple[str, str]] = ()) -> None:

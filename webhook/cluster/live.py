@@ -222,6 +222,10 @@ class _KindCache:
             self.invalid[key] = problem or "invalid"
         self.versions[key] = rv
 
+    def held(self) -> int:
+        """Objects of this kind in the view (a policy the parser refused is known, not held)."""
+        return len(self.versions) - len(self.invalid)
+
     def _parse(self, obj: dict) -> tuple[Any, str | None]:
         try:
             return self.adapter.parse(obj)
@@ -493,7 +497,7 @@ class LiveSource:
 
     def view_size(self) -> int:
         """How many objects the view holds (all kinds)."""
-        return sum(len(kc.versions) - len(kc.invalid) for kc in self._kinds)
+        return sum(kc.held() for kc in self._kinds)
 
     def stats(self) -> dict:
         """Flat numbers for /metrics (kinds: namespaces, pods, services, networkpolicies).
@@ -513,7 +517,7 @@ class LiveSource:
         ages = []
         for kc in self._kinds:
             name = kc.kind.name
-            count = len(kc.versions) - len(kc.invalid)
+            count = kc.held()
             total += count
             age = now - (kc.last_contact if kc.last_contact is not None else start)
             ages.append(age)
