@@ -274,6 +274,19 @@ def test_a_registered_handler_is_dispatched_by_kind_and_operation_only(scratch_r
     assert calls == ["CREATE"]
 
 
+def test_handler_lookup_follows_registrations_and_in_place_restores(scratch_registry):
+    # handlers_for() answers from an index; it must see a handler registered after the
+    # index was built, and forget it when the registry is restored in place.
+    hctx = HandlerContext(from_dict({}), EmptySource())
+    assert dispatch("validate", namespace_review(), hctx).label == "no-opinion"  # index built
+    before = list(_REGISTRY)
+    register_handler(NAMESPACE, ("CREATE", "UPDATE"), lambda r, c: deny("gated"))
+    assert dispatch("validate", namespace_review("CREATE"), hctx).message == "gated"
+    assert dispatch("validate", namespace_review("UPDATE"), hctx).message == "gated"
+    _REGISTRY[:] = before
+    assert dispatch("validate", namespace_review(), hctx).label == "no-opinion"
+
+
 def test_two_handlers_on_one_kind_deny_if_either_denies_and_keep_all_warnings(scratch_registry):
     register_handler(NAMESPACE, ("CREATE",), lambda r, c: Decision(warnings=("[a] one",)))
     register_handler(NAMESPACE, ("CREATE",), lambda r, c: deny("no", warnings=("[b] two",)))

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 from webhook.admission.handlers import HandlerContext, register_handler
 from webhook.admission.response import Decision, decision_from_findings
 from webhook.admission.review import NETWORK_POLICY, AdmissionRequest
+from webhook.policy.engine import Engine
 from webhook.policy.model import NetworkPolicy
 from webhook.policy.parse import parse_policy
 from webhook.rules.base import Finding
@@ -23,12 +24,15 @@ from webhook.rules.runner import check_policy, invalid_spec_findings, policy_key
 def judge(obj: Mapping[str, Any], namespace: str, ctx: HandlerContext) -> tuple[Optional[NetworkPolicy], list[Finding]]:
     """(policy or None if invalid, findings) for one object, with the object overlaid on the view."""
     result = parse_policy(obj, default_namespace=namespace or "default")
-    rules_ctx = Context(ctx.view, ctx.config)
-    if result.policy is None:
+    view, config = ctx.view, ctx.config
+    policy = result.policy
+    if policy is None:
         key = policy_key_of(obj, namespace or "default")
-        return None, invalid_spec_findings(result.errors, key, rules_ctx, None)
-    rules_ctx = rules_ctx.with_engine(rules_ctx.engine.with_overlay([result.policy]))
-    return result.policy, check_policy(result.policy, rules_ctx)
+        return None, invalid_spec_findings(result.errors, key, Context(view, config), None)
+    # The engine a plain Context would make, with the candidate overlaid (as
+    # Engine.with_overlay would do it, without building the plain one first).
+    engine = Engine(view, config.cluster.ipBlockMatchesPods, {policy.key: policy})
+    return policy, check_policy(policy, Context(view, config, engine))
 
 
 def introduced_errors(new: Sequence[Finding], old: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:

@@ -115,6 +115,9 @@ def denial_message(subject: str, errors: Sequence[Finding]) -> str:
     return "\n".join(lines)
 
 
+_CLEAN = Decision()  # immutable, so one instance serves every clean review
+
+
 def decision_from_findings(subject: str, findings: Sequence[Finding], mode: str = "enforce",
                            kept: Sequence[Finding] = ()) -> Decision:
     """The decision for one object's findings.
@@ -123,6 +126,8 @@ def decision_from_findings(subject: str, findings: Sequence[Finding], mode: str 
     reported as warnings, never a reason to deny. ``mode: warn`` turns every denial
     into warnings (safe rollout).
     """
+    if not findings and not kept:
+        return _CLEAN  # most reviews: nothing to say
     errors = [f for f in findings if f.severity == "error"]
     warns = [f for f in findings if f.severity == "warning"]
     lines = [warning_text(f, "(pre-existing) ") for f in kept]
