@@ -498,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--rate", type=float, default=300.0, help="offered reviews/s for the latency runs")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None,
+                   help="gunicorn workers of both servers (default: what serve picks on the one pinned CPU, 1)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--connections", default="16,64", help="wrk connection counts")
     p.add_argument("--no-audit", dest="audit", action="store_false",
@@ -513,7 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from webhook import gunicorn_conf
-    workers = args.workers or gunicorn_conf.WORKERS
+    # Both servers run pinned to SERVER_CPU, where `serve` would default to one worker per CPU
+    # it may use (gunicorn_conf.default_workers); the servers are given that count explicitly.
+    pinned = min(gunicorn_conf.WORKERS, len(SERVER_CPU.split(",")))
+    workers = args.workers or (gunicorn_conf.default_workers() if args.serve else pinned)
     threads = args.threads or gunicorn_conf.THREADS
     if args.serve:
         serve(args.serve, args.port, args.cert, args.key, workers, threads, args.audit)

@@ -283,7 +283,7 @@ class RunningServer:
 def start_server(args: Iterable[str] = (), *, certs: Optional[CertPaths] = None, workdir: Optional[str] = None,
                  env: Optional[dict] = None, port: Optional[int] = None, client: Optional[CertPaths] = None,
                  cwd: Optional[str] = None, pass_certs: bool = True, wait: bool = True,
-                 timeout: float = START_TIMEOUT) -> RunningServer:
+                 timeout: float = START_TIMEOUT, cpus: Optional[set[int]] = None) -> RunningServer:
     """Start `netpol-guard serve ARGS --bind 127.0.0.1:PORT --cert --key` and wait for /readyz.
 
     certs: the serving certificate (made in a temporary directory when omitted).
@@ -292,6 +292,7 @@ def start_server(args: Iterable[str] = (), *, certs: Optional[CertPaths] = None,
     client: a client certificate to present (when the server runs with --client-ca).
     env: extra environment (NETPOL_GUARD_* settings); the test's own NETPOL_GUARD_*
     variables are not inherited. cwd: the server's working directory (default: the repo).
+    cpus: the CPUs the server may run on (its affinity mask, as `taskset` would set it).
     """
     workdir = workdir or tempfile.mkdtemp(prefix="npg-serve-")
     if certs is None:
@@ -306,7 +307,8 @@ def start_server(args: Iterable[str] = (), *, certs: Optional[CertPaths] = None,
     log_path = os.path.join(workdir, "serve.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=cwd or str(REPO), env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL,
+                                   preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     server = RunningServer(process, port, certs, log_path, client)
     if wait:
         server.wait_ready(timeout)

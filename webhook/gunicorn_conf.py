@@ -8,8 +8,15 @@ Python objects. These are the defaults; --workers and --threads override the fir
 - worker_class "gthread": the API server keeps connections alive, and gthread keeps
   them (sync workers close every connection, so each review would pay a full TLS
   handshake, ~3 ms of CPU). gevent would need an extra dependency for no gain in p99.
-- workers 2: one process per core (the GIL caps a worker at one core). Each worker
-  holds its own cluster view (memory x workers; see docs/operations.md).
+- workers: one process per CPU the server may use, at most 2 (default_workers()). The GIL
+  caps a worker at one core, and each worker holds its own cluster view (memory x workers;
+  see docs/operations.md), so more workers than CPUs buy nothing and cost a view each. The
+  CPUs are the affinity mask and the container's CPU quota (cgroup v2 cpu.max or v1
+  cfs_quota_us), rounded up: under the chart's default limit of one CPU that is one worker
+  - two would hold two views against the memory limit and, running on two cores at once,
+  use up the quota early in each CFS period and be throttled for the rest of it (a latency
+  spike of up to the 100 ms period). At most 2 without --workers: on a large node with no
+  limit, memory, not CPU, decides how many views to keep.
 - threads 2, measured against 1 and 4 (python -m bench webhook, 3-5 runs each, 2 vCPU;
   docs/benchmarks.md): a review held the GIL for ~0.5 ms then (~0.3 ms now), so extra threads mostly
   queue on it - CPU per review rose with 4 threads (median 1,065-1,452 us vs
@@ -32,8 +39,11 @@ Python objects. These are the defaults; --workers and --threads override the fir
 """
 from __future__ import annotations
 
+import math
+import os
+
 WORKER_CLASS = "gthread"
-WORKERS = 2
+WORKERS = 2  # at most, by default; see default_workers()
 THREADS = 2
 KEEPALIVE = 120
 TIMEOUT = 30
@@ -56,11 +66,60 @@ LOGCONFIG = {
 }
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs the container's cgroup may use per period (e.g. 1.5), or None when unlimited or
+    unknown. cgroup v2 first (`cpu.max`: "max 100000" or "150000 100000"), then v1."""
+    v2 = _read(f"{root}/cpu.max")
+    if v2 is not None:
+        quota, _, period = v2.partition(" ")
+        if quota == "max":
+            return None
+        try:
+            return int(quota) / int(period or 100000)
+        except (ValueError, ZeroDivisionError):
+            return None
+    for v1 in (f"{root}/cpu", f"{root}/cpu,cpuacct"):
+        quota, period = _read(f"{v1}/cpu.cfs_quota_us"), _read(f"{v1}/cpu.cfs_period_us")
+        if quota is None or period is None:
+            continue
+        try:
+            q, p = int(quota), int(period)
+        except ValueError:
+            return None
+        return q / p if q > 0 and p > 0 else None
+    return None
+
+
+def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may run on (affinity mask), lowered to its cgroup quota rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota - 1e-9)))  # a quota of exactly 2.0 is 2 CPUs
+    return max(1, cpus)
+
+
+def default_workers(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """One worker per available CPU, at most WORKERS (see the module docstring)."""
+    return min(WORKERS, available_cpus(cgroup_root))
+
+
 def settings(workers: int | None = None, threads: int | None = None) -> dict:
     """The gunicorn settings dict (names as in gunicorn's documentation)."""
     return {
         "worker_class": WORKER_CLASS,
-        "workers": workers or WORKERS,
+        "workers": workers or default_workers(),
         "threads": threads or THREADS,
         "keepalive": KEEPALIVE,
         "timeout": TIMEOUT,
