@@ -305,10 +305,18 @@ def start_server(args: Iterable[str] = (), *, certs: Optional[CertPaths] = None,
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     log_path = os.path.join(workdir, "serve.log")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=cwd or str(REPO), env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL,
-                                   preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    # The child inherits the affinity of the thread that forks it: narrow this thread's mask
+    # around the start (a preexec_fn would run Python between fork and exec, unsafe with threads).
+    mask = os.sched_getaffinity(0) if cpus else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(cmd, cwd=cwd or str(REPO), env=full_env, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    finally:
+        if mask is not None:
+            os.sched_setaffinity(0, mask)
     server = RunningServer(process, port, certs, log_path, client)
     if wait:
         server.wait_ready(timeout)
