@@ -17,7 +17,10 @@ pod's single leader elector and runs, as configured, the isolation controller
 (``--controller``) and the certificate manager (``certificates.selfManaged``): both
 single-writer roles lead together on the elected pod, once per pod, never per worker.
 It blocks until SIGTERM. The master stops it (SIGTERM, then SIGKILL after
-graceful_timeout) when gunicorn exits, and logs if it dies.
+graceful_timeout) when gunicorn exits. If it dies before that (a crash, the OOM killer),
+a watcher thread in the master logs it and starts a new one, after a back-off that grows
+from 1 s to 60 s while it keeps dying young: without the agent, certificates would stop
+rotating and isolated namespaces would drift unnoticed while the webhook kept answering.
 
 Waiting for a certificate (selfManaged, first install): ``ServeOptions.placeholder``
 names a throwaway certificate that gunicorn is given (it insists on an existing
@@ -30,6 +33,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -104,18 +109,69 @@ def _agent_main(entry: str, options: AgentOptions) -> None:  # in the spawned ch
 
 
 class AgentProcess:
+    WATCH_INTERVAL = 1.0  # seconds between liveness checks
+    BACKOFF_MAX = 60.0
+    STEADY = 60.0  # an agent that ran this long died of something new: back-off starts over
+
     def __init__(self, options: AgentOptions, grace: float, entry: str = AGENT_ENTRY):
         self.options, self.grace, self.entry = options, grace, entry
         self.process: Optional[multiprocessing.Process] = None
+        self._stopping = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
+        self._started_at = 0.0
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.process = ctx.Process(target=_agent_main, args=(self.entry, self.options),
                                    name="netpol-guard-agent")
         self.process.start()
+        self._started_at = time.monotonic()
         log.info("pod agent started in process %s (%s)", self.process.pid, _roles(self.options))
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="netpol-guard-agent-watcher", daemon=True)
+            self._watcher.start()
+
+    def alive(self) -> bool:
+        p = self.process
+        if p is None or p.pid is None:
+            return False
+        if p.exitcode is not None:
+            return False
+        # gunicorn's master reaps every child on SIGCHLD, ours included, so multiprocessing
+        # may never learn of the exit; the pid is gone once it has been reaped.
+        try:
+            os.kill(p.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a reused pid of someone else's
+            return False
+        p.is_alive()  # reaps it (and records the exit code) if it is ours and a zombie
+        return p.exitcode is None
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.wait(self.WATCH_INTERVAL):
+            if self.alive():
+                continue
+            ran = time.monotonic() - self._started_at
+            code = self.process.exitcode if self.process is not None else None
+            if ran >= self.STEADY:
+                backoff = 1.0
+            log.error("the pod agent (process %s, %s) ended after %.0f s (exit code %s); starting a new "
+                      "one in %.0f s", self.process.pid if self.process else "?", _roles(self.options), ran,
+                      "unknown" if code is None else code, backoff)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.BACKOFF_MAX)
+            try:
+                self.start()
+            except Exception:  # noqa: BLE001 - keep watching; the next round tries again
+                log.exception("could not start the pod agent")
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(self.WATCH_INTERVAL + 5)
         p = self.process
         if p is None or p.pid is None:
             return
