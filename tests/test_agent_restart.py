@@ -8,9 +8,8 @@ import os
 import re
 import signal
 
-from tests.test_isolation_controller import has_policies, namespace
 from webhook.isolation.desired import ALLOW_DNS, DEFAULT_DENY
-from tests.server_fixture import start_server
+from tests.test_isolation_controller import has_policies, namespace, start_serve_with_controller
 from tests.waiting import wait_until
 
 STARTED = re.compile(r"pod agent started in process (\d+)")
@@ -21,16 +20,7 @@ def agent_pids(server) -> list[int]:
 
 
 def test_a_killed_agent_is_started_again_and_keeps_reconciling(kube_api, tmp_path):
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
-        f"clusters: [{{name: standin, cluster: {{server: '{kube_api.url}'}}}}]\n"
-        "users: [{name: nobody, user: {}}]\n"
-        "contexts: [{name: standin, context: {cluster: standin, user: nobody}}]\n")
-    kube_api.put_object(namespace("netpol-guard"))
-    server = start_server(["--kubeconfig", str(kubeconfig), "--controller", "--workers", "1"],
-                          workdir=str(tmp_path),
-                          env={"KUBECONFIG": str(kubeconfig), "POD_NAME": "webhook-0", "POD_NAMESPACE": "netpol-guard"})
+    server = start_serve_with_controller(kube_api, tmp_path)
     try:
         kube_api.put_object(namespace("shop", "egress"))
         wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies from the first agent", timeout=30)

@@ -11,6 +11,7 @@ from webhook.config import from_dict
 from webhook.isolation.controller import Controller, run_in_background
 from webhook.isolation.desired import ALLOW_DNS, DEFAULT_DENY, MANAGED_BY_KEY, desired_policies
 from webhook.leader import LeaderElector
+from tests.kubeapi.fixtures import write_kubeconfig
 from tests.waiting import wait_until
 
 LABEL = "netpol-guard.io/isolate"
@@ -433,12 +434,7 @@ def test_the_controller_command_converges_and_hands_the_lease_back_on_sigterm(ku
     import subprocess
     import sys
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
-        f"clusters: [{{name: standin, cluster: {{server: '{kube_api.url}'}}}}]\n"
-        "users: [{name: nobody, user: {}}]\n"
-        "contexts: [{name: standin, context: {cluster: standin, user: nobody}}]\n")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url)
     kube_api.put_object(namespace("ops"))
     kube_api.put_object(namespace("shop", "all"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NETPOL_GUARD_", "POD_", "KUBERNETES_"))}
@@ -476,19 +472,20 @@ def test_a_controller_that_is_no_longer_leader_makes_no_write(kube_api, start_co
     assert set(policies(kube_api, "shop")) == {ALLOW_DNS} and policies(kube_api, "web") == {}
 
 
-def test_serve_with_controller_reconciles_in_the_webhook_pod(kube_api, tmp_path):
+def start_serve_with_controller(kube_api, tmp_path):
+    """The real `netpol-guard serve --controller` (one worker) of pod webhook-0 in namespace
+    netpol-guard, on the stand-in through a kubeconfig."""
     from tests.server_fixture import start_server
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
-        f"clusters: [{{name: standin, cluster: {{server: '{kube_api.url}'}}}}]\n"
-        "users: [{name: nobody, user: {}}]\n"
-        "contexts: [{name: standin, context: {cluster: standin, user: nobody}}]\n")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url)
     kube_api.put_object(namespace("netpol-guard"))
-    server = start_server(["--kubeconfig", str(kubeconfig), "--controller", "--workers", "1"],
-                          workdir=str(tmp_path),
-                          env={"KUBECONFIG": str(kubeconfig), "POD_NAME": "webhook-0", "POD_NAMESPACE": "netpol-guard"})
+    return start_server(["--kubeconfig", str(kubeconfig), "--controller", "--workers", "1"],
+                        workdir=str(tmp_path),
+                        env={"KUBECONFIG": str(kubeconfig), "POD_NAME": "webhook-0", "POD_NAMESPACE": "netpol-guard"})
+
+
+def test_serve_with_controller_reconciles_in_the_webhook_pod(kube_api, tmp_path):
+    server = start_serve_with_controller(kube_api, tmp_path)
     try:
         kube_api.put_object(namespace("shop", "egress"))
         wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies from serve --controller",

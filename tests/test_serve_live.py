@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
+from tests.kubeapi.fixtures import write_kubeconfig
 from tests.server_fixture import serve  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,14 +25,6 @@ def _pod(ns, name, labels, ports=()):
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"containers": [{"name": "c", "image": "x", "ports": list(ports)}]},
             "status": {"podIP": "10.1.0.7"}}
-
-
-def _kubeconfig(path: Path, url: str) -> None:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
-        "clusters": [{"name": "stand-in", "cluster": {"server": url}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "nobody"}}]}))
 
 
 def _decisions(server, n: int) -> list[str]:
@@ -55,7 +46,7 @@ def test_answers_follow_the_live_cluster_in_every_worker(serve, kube_api, tmp_pa
                              [{"containerPort": 53, "protocol": "UDP", "name": "dns"}]))
     kube_api.put_object(_pod("monitoring", "prometheus-0", {"app": "prometheus"}))
     kubeconfig = tmp_path / "kubeconfig"
-    _kubeconfig(kubeconfig, kube_api.url)
+    write_kubeconfig(kubeconfig, kube_api.url)
 
     server = serve(["--workers", "2", "--threads", "2", "--kubeconfig", str(kubeconfig)],
                    env={"HOME": str(tmp_path)})

@@ -18,4 +18,15 @@ def kube_api():
         api.stop()
 
 
+def write_kubeconfig(path, url: str):
+    """A kubeconfig at `path` that points the real kubernetes client at the stand-in at `url`
+    (no credentials: the stand-in does not authenticate). Returns the path."""
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
+        f"clusters: [{{name: standin, cluster: {{server: '{url}'}}}}]\n"
+        "users: [{name: nobody, user: {}}]\n"
+        "contexts: [{name: standin, context: {cluster: standin, user: nobody}}]\n")
+    return path
+
+
 __all__ = ["kube_api"]

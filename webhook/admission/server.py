@@ -124,8 +124,8 @@ class AgentProcess:
         ctx = multiprocessing.get_context("spawn")
         self.process = ctx.Process(target=_agent_main, args=(self.entry, self.options),
                                    name="netpol-guard-agent")
+        self._started_at = time.monotonic()  # before start(): a start that fails counts as dying young
         self.process.start()
-        self._started_at = time.monotonic()
         log.info("pod agent started in process %s (%s)", self.process.pid, _roles(self.options))
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="netpol-guard-agent-watcher", daemon=True)
