@@ -222,7 +222,7 @@ def ceiling_app():
     return app
 
 
-def serve(kind: str, port: int, cert: str, key: str, workers: int, threads: int, audit: bool) -> None:
+def serve(kind: str, port: int, cert: str, key: str, workers: int | None, threads: int, audit: bool) -> None:
     """Runs in the (pinned) server process."""
     from webhook.admission.server import ServeOptions, WebhookServer
     from webhook.cluster.source import EmptySource
@@ -246,12 +246,13 @@ def serve(kind: str, port: int, cert: str, key: str, workers: int, threads: int,
 
 
 class Server:
-    def __init__(self, kind: str, port: int, certs, workers: int, threads: int, log_dir: str, audit: bool):
+    def __init__(self, kind: str, port: int, certs, workers: int | None, threads: int, log_dir: str, audit: bool):
         self.kind, self.port = kind, port
         self.log = open(os.path.join(log_dir, f"{kind}.log"), "wb")
         cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.webhook", "--serve", kind,
-               "--port", str(port), "--cert", certs.cert, "--key", certs.key,
-               "--workers", str(workers), "--threads", str(threads)]
+               "--port", str(port), "--cert", certs.cert, "--key", certs.key, "--threads", str(threads)]
+        if workers:  # else serve's own default on the pinned CPU (gunicorn_conf.default_workers)
+            cmd += ["--workers", str(workers)]
         if not audit:
             cmd.append("--no-audit")
         self.process = subprocess.Popen(cmd, cwd=str(REPO), stdout=self.log, stderr=subprocess.STDOUT,
@@ -514,10 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from webhook import gunicorn_conf
-    # Both servers run pinned to SERVER_CPU, where `serve` would default to one worker per CPU
-    # it may use (gunicorn_conf.default_workers); the servers are given that count explicitly.
-    pinned = min(gunicorn_conf.WORKERS, len(SERVER_CPU.split(",")))
-    workers = args.workers or (gunicorn_conf.default_workers() if args.serve else pinned)
+    workers = args.workers  # None: serve's default where the server runs (pinned: one CPU)
     threads = args.threads or gunicorn_conf.THREADS
     if args.serve:
         serve(args.serve, args.port, args.cert, args.key, workers, threads, args.audit)
@@ -550,8 +548,6 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {machine()}")
     print(f"cluster view: {stats} (built in {build_seconds:.1f} s)")
-    print(f"gunicorn: gthread, {workers} workers x {threads} threads, server pinned to CPU {SERVER_CPU}, "
-          f"load generators on CPU {CLIENT_CPU}")
     print("review mix (answers of the webhook):")
     for m in mix:
         print(f"  {m['review']:<26} {m['decision']:<5} {', '.join(m['rules']) or '-'}  ({m['bytes']} bytes)")
@@ -564,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for s in servers.values():
             s.wait_ready()
+        workers = len(servers["webhook"].pids()) - 1  # as started (the master's children)
+        print(f"gunicorn: gthread, {workers} workers x {threads} threads, server pinned to CPU {SERVER_CPU}, "
+              f"load generators on CPU {CLIENT_CPU}")
         memory = {k: s.worker_rss_mb() for k, s in servers.items()}
         for kind, s in servers.items():  # warm-up: imports, caches, connection set-up
             run_wrk(s.port, script, conns[0], args.warmup)
