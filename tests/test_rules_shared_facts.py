@@ -4,7 +4,7 @@ next review, and nothing a review's candidate adds may leak into another review.
 from webhook.cluster.files import add_to_view, parse_text
 from webhook.cluster.objects import ContainerPort, Pod
 from webhook.cluster.view import ClusterView
-from webhook.config import DEFAULT
+from webhook.config import DEFAULT, from_dict
 from webhook.policy.parse import parse_policy
 from webhook.rules.context import Context
 from webhook.rules.dns import dns_status
@@ -29,8 +29,17 @@ def candidate(name: str, egress: list, pod_selector: dict | None = None) -> obje
 
 def review_context(view: ClusterView, policy) -> Context:
     """What the webhook builds per review: a new context with the candidate overlaid."""
-    ctx = Context(view, DEFAULT)
-    return ctx.with_engine(ctx.engine.with_overlay([policy]))
+    return Context.for_candidate(view, DEFAULT, policy)
+
+
+def test_a_candidates_context_is_a_plain_context_with_the_candidate_overlaid():
+    view = cluster_view()
+    policy = candidate("api-egress", NAMED_DNS_PORTS)
+    plain = Context(view, DEFAULT)
+    assert review_context(view, policy).engine == plain.engine.with_overlay([policy])
+    switched = from_dict({"cluster": {"ipBlockMatchesPods": not DEFAULT.cluster.ipBlockMatchesPods}})
+    assert Context.for_candidate(view, switched, policy).engine == \
+        Context(view, switched).engine.with_overlay([policy])
 
 
 NAMED_DNS_PORTS = [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},

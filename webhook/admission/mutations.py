@@ -67,8 +67,7 @@ def mutated(obj: Any, namespace: str, ctx: HandlerContext) -> dict:
     if m.exceptMetadataAddress:
         _except_metadata(new)
     if m.addDnsEgress:
-        rules_ctx = Context(ctx.view, ctx.config)
-        rules_ctx = rules_ctx.with_engine(rules_ctx.engine.with_overlay([policy]))
+        rules_ctx = Context.for_candidate(ctx.view, ctx.config, policy)
         if any(f.rule == DNS_RULE for f in check_policy(policy, rules_ctx)):
             new["spec"]["egress"] = list(new["spec"].get("egress") or []) + [dns_fix_rule(rules_ctx)]
     if m.explicitPolicyTypes and new["spec"].get("policyTypes") is None:

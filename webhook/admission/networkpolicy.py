@@ -13,7 +13,6 @@ from typing import Any, Mapping, Optional, Sequence
 from webhook.admission.handlers import HandlerContext, register_handler
 from webhook.admission.response import Decision, decision_from_findings
 from webhook.admission.review import NETWORK_POLICY, AdmissionRequest
-from webhook.policy.engine import Engine
 from webhook.policy.model import NetworkPolicy
 from webhook.policy.parse import parse_policy
 from webhook.rules.base import Finding
@@ -29,10 +28,7 @@ def judge(obj: Mapping[str, Any], namespace: str, ctx: HandlerContext) -> tuple[
     if policy is None:
         key = policy_key_of(obj, namespace or "default")
         return None, invalid_spec_findings(result.errors, key, Context(view, config), None)
-    # The engine a plain Context would make, with the candidate overlaid (as
-    # Engine.with_overlay would do it, without building the plain one first).
-    engine = Engine(view, config.cluster.ipBlockMatchesPods, {policy.key: policy})
-    return policy, check_policy(policy, Context(view, config, engine))
+    return policy, check_policy(policy, Context.for_candidate(view, config, policy))
 
 
 def introduced_errors(new: Sequence[Finding], old: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:

@@ -54,6 +54,13 @@ class Context:
     def with_engine(self, engine: Engine) -> "Context":
         return Context(self.view, self.config, engine)
 
+    @classmethod
+    def for_candidate(cls, view: ClusterView, config: Config, policy: NetworkPolicy) -> "Context":
+        """A context whose engine holds `policy` in place of any stored version of it (an
+        admission candidate): `Context(view, config)` with `engine.with_overlay([policy])`,
+        built in one step - the webhook makes one per review."""
+        return cls(view, config, Engine(view, config.cluster.ipBlockMatchesPods, {policy.key: policy}))
+
     # --- DNS ---------------------------------------------------------------------------
     @property
     def dns_pods(self) -> list[Pod]:
