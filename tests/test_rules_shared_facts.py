@@ -133,7 +133,7 @@ def reference_status(policy, ctx: Context):
     plain = Context(ctx.view, ctx.config)  # a context of its own: no cache of the one judged
     if dns_allowed([policy] + [p for p in policies if p.pod_selector.is_empty], plain) == (True, True):
         return (True, ())
-    classes, hypothetical = _pod_classes(policy, ctx)
+    classes, hypothetical = _pod_classes(policy, ctx.view)
     out = []
     for pod in classes:
         selecting = [p for p in policies if p.pod_selector.matches(pod.labels)]

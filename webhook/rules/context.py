@@ -38,8 +38,7 @@ class Context:
         whose overlay is this context's own - kept on the view until it changes, so the
         contexts of later reviews reuse it. The config is part of the key by identity; the
         entry holds it, so its id cannot be reused while the entry lives."""
-        config = self.config
-        return self.view.memo((key, id(config)), lambda: (config, build()))[1]
+        return shared_fact(self.view, self.config, key, build)
 
     def derived(self, key: str, build: Callable[[], Any]) -> Any:
         """A fact derived from the view and the engine (an analysis), built once per context
@@ -93,6 +92,11 @@ class Context:
 
     def namespace_exists(self, name: str) -> bool:
         return self.view.namespace(name) is not None
+
+
+def shared_fact(view: ClusterView, config: Config, key: Any, build: Callable[[], Any]) -> Any:
+    """Context.shared for holders of a view and a config that keep no context (see _DnsAnalysis)."""
+    return view.memo((key, id(config)), lambda: (config, build()))[1]
 
 
 @lru_cache(maxsize=4096)

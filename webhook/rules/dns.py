@@ -36,11 +36,12 @@ from functools import cached_property
 from typing import Callable, Iterable, Iterator, Sequence
 
 from webhook.cluster.objects import NAME_LABEL, Pod
-from webhook.policy.engine import Endpoint
+from webhook.cluster.view import ClusterView
+from webhook.policy.engine import Endpoint, Engine
 from webhook.policy.model import EGRESS, NetworkPolicy, Rule
 from webhook.policy.selectors import LabelSelector
 from webhook.rules.base import Example, Hit, rule
-from webhook.rules.context import Context, isolates_egress
+from webhook.rules.context import Context, isolates_egress, shared_fact
 from webhook.rules.fixes import dns_egress_rule, snippet
 from webhook.rules.inventory import CLUSTER, DNS_EGRESS
 
@@ -217,7 +218,11 @@ class _DnsAnalysis:
     overlay the way engine.policies_in applies it. Rebuilt when the view changes."""
 
     def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+        # The parts of the context, not the context: the context keeps this analysis, and a
+        # reference back would make a cycle that holds each review's objects (the candidate,
+        # its parsed body) until the garbage collector's next pass instead of freeing them
+        # when the review ends.
+        self.view, self.config, self.engine = ctx.view, ctx.config, ctx.engine
         shared = ctx.shared("dns-targets", lambda: _DnsTargets(ctx))
         self.shared = shared
         self.dns_pods = shared.dns_pods
@@ -252,7 +257,7 @@ class _DnsAnalysis:
 
     def _stored_allowance(self, policy: NetworkPolicy) -> Allowance:
         """The allowance, from the cross-context cache when `policy` is the view's own object."""
-        view = self.ctx.view
+        view = self.view
         if view.policy(policy.namespace, policy.name) is not policy:
             return self._compute(policy)  # a candidate or lint input: seen once
         entry = _STORED_ALLOWANCES.get(id(policy))
@@ -270,7 +275,7 @@ class _DnsAnalysis:
     def reach(self, policy: NetworkPolicy, rules: Iterable[Rule]) -> Allowance:
         """The targets `rules` (of `policy`) reach on UDP 53 and TCP 53: engine.rule_allows,
         with the peer half asked once for both protocols."""
-        engine = self.ctx.engine
+        engine = self.engine
         udp: set[int] = set()
         tcp: set[int] = set()
         for r in rules:
@@ -310,16 +315,16 @@ class _DnsAnalysis:
         got = self.ns_policies.get(namespace)
         if got is None:
             got = self.ns_policies[namespace] = [
-                p for p in self.ctx.engine.policies_in(namespace) if EGRESS in p.policy_types]
+                p for p in self.engine.policies_in(namespace) if EGRESS in p.policy_types]
         return got
 
     def stored(self, namespace: str) -> _StoredDns:
         """The view's own egress-isolating policies of the namespace, shared across reviews.
         Their allowances are computed through this context's engine, but reaching a target
         reads only the policy, the view and the ipBlock switch (part of the key), not the overlay."""
-        ip_switch = self.ctx.engine.ip_block_matches_pods
-        return self.ctx.shared(("dns-stored", namespace, ip_switch), lambda: _StoredDns(
-            [p for p in self.ctx.view.policies(namespace) if EGRESS in p.policy_types],
+        ip_switch = self.engine.ip_block_matches_pods
+        return shared_fact(self.view, self.config, ("dns-stored", namespace, ip_switch), lambda: _StoredDns(
+            [p for p in self.view.policies(namespace) if EGRESS in p.policy_types],
             self._stored_allowance))
 
     def overlay_in(self, namespace: str) -> tuple[frozenset[str], tuple[NetworkPolicy, ...]]:
@@ -328,7 +333,7 @@ class _DnsAnalysis:
         removed -, the overlay's egress-isolating policies there)."""
         got = self.ns_overlay.get(namespace)
         if got is None:
-            engine = self.ctx.engine
+            engine = self.engine
             over = [p for p in engine.overlay.values() if p.namespace == namespace]
             dropped = {p.name for p in over}
             if engine.removed:
@@ -339,7 +344,7 @@ class _DnsAnalysis:
 
     def is_stored(self, policy: NetworkPolicy) -> bool:
         """Whether this very object is what the engine holds (so namespace caches apply to it)."""
-        return EGRESS in policy.policy_types and self.ctx.engine.holds(policy)
+        return EGRESS in policy.policy_types and self.engine.holds(policy)
 
     def namespace_cover(self, namespace: str) -> Allowance:
         """What the policies selecting every pod of the namespace allow: when that is full
@@ -357,11 +362,6 @@ class _DnsAnalysis:
             self.ns_cover[namespace] = got
         return got
 
-    def isolating_keys(self, pod: Pod) -> tuple[str, ...]:
-        # Only for the pods a message names, so read from the engine's list as it is.
-        labels = pod.labels
-        return tuple(sorted(p.key for p in self.policies_in(pod.namespace) if p.pod_selector.matches(labels)))
-
     def class_verdict(self, pod: Pod, hypothetical: bool) -> PodDns:
         """The verdict for the pod's label class under the stored policies, once per class."""
         key = (pod.namespace, frozenset(pod.labels.items()), hypothetical)
@@ -377,9 +377,20 @@ class _DnsAnalysis:
             mine = [p for p in added if p.pod_selector.matches(labels)]
             if mine:
                 total = total | self.union(mine)
+            # The lazy part holds the engine and the pod, not this analysis (which holds the
+            # verdict: a cycle; see __init__).
+            engine = self.engine
             got = self.class_verdicts[key] = PodDns(pod, hypothetical, self.covers(total.udp),
-                                                    self.covers(total.tcp), lambda: self.isolating_keys(pod))
+                                                    self.covers(total.tcp), lambda: _isolating_keys(engine, pod))
         return got
+
+
+def _isolating_keys(engine: Engine, pod: Pod) -> tuple[str, ...]:
+    """Keys of the egress-isolating policies selecting `pod` in the engine (view plus overlay).
+    Only for the pods a message names, so read from the engine's list as it is."""
+    labels = pod.labels
+    return tuple(sorted(p.key for p in engine.policies_in(pod.namespace)
+                        if EGRESS in p.policy_types and p.pod_selector.matches(labels)))
 
 
 def _analysis(ctx: Context) -> _DnsAnalysis:
@@ -403,9 +414,9 @@ def hypothetical_pod(policy: NetworkPolicy) -> Pod:
     return Pod(policy.namespace, "(selected by " + policy.name + ")", labels)
 
 
-def _pod_classes(policy: NetworkPolicy, ctx: Context) -> tuple[list[Pod], bool]:
-    if ctx.view.pods_known:
-        classes = ctx.view.pod_label_classes(policy.namespace, policy.pod_selector)
+def _pod_classes(policy: NetworkPolicy, view: ClusterView) -> tuple[list[Pod], bool]:
+    if view.pods_known:
+        classes = view.pod_label_classes(policy.namespace, policy.pod_selector)
         if classes:
             return classes, False
     pod = hypothetical_pod(policy)
@@ -429,7 +440,6 @@ def dns_status(policy: NetworkPolicy, ctx: Context) -> DnsStatus:
 
 
 def _dns_status(policy: NetworkPolicy, an: _DnsAnalysis) -> DnsStatus:
-    ctx = an.ctx
     own = an.allowance(policy)
     in_view = an.is_stored(policy)
     if in_view:
@@ -444,7 +454,7 @@ def _dns_status(policy: NetworkPolicy, an: _DnsAnalysis) -> DnsStatus:
         # The policy itself and the namespace-wide policies allow DNS: every pod it selects
         # has it, whatever else selects them, so no pod class needs looking at.
         return DnsStatus(True)
-    classes, hypothetical = _pod_classes(policy, ctx)
+    classes, hypothetical = _pod_classes(policy, an.view)
     out = []
     for pod in classes:
         if in_view:
