@@ -37,14 +37,23 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(_encode(body), status=status, mimetype=JSON)
 
 
-def _read_body(limit: int) -> bytes:
-    length = request.content_length
+def _read_body(environ: dict, limit: int) -> bytes:
+    raw_length = environ.get("CONTENT_LENGTH")
+    if raw_length and raw_length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
+        # What the API server sends: a plain Content-Length (gunicorn has refused malformed
+        # ones). Read straight from the WSGI input: werkzeug's content_length and stream
+        # wrappers cost ~25 us per request for the same bytes.
+        length = int(raw_length)
+        stream = environ["wsgi.input"]
+    else:  # anything else (chunked, no length): werkzeug knows whether the input is bounded
+        length = request.content_length
+        stream = request.stream
     if length is not None and length > limit:
         raise BadReview("body-too-large", f"the body is {length} bytes; the limit is {limit} "
                                           "(server.maxRequestBytes)")
     # Read exactly Content-Length when it is known (a read of limit+1 bytes would have the
     # stream allocate a buffer of the whole limit for every request).
-    body = request.stream.read(length if length is not None else limit + 1)
+    body = stream.read(length if length is not None else limit + 1)
     if len(body) > limit:
         raise BadReview("body-too-large", f"the body is over the limit of {limit} bytes (server.maxRequestBytes)")
     return body
@@ -69,9 +78,10 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
 
     def review(endpoint: str) -> Response:
         started = time.perf_counter()
+        environ = request.environ
         try:
-            check_content_type(request.headers.get("Content-Type"))
-            req = parse_review(decode(_read_body(limit)))
+            check_content_type(environ.get("CONTENT_TYPE"))
+            req = parse_review(decode(_read_body(environ, limit)))
         except BadReview as bad:
             metrics.inc("netpol_guard_bad_requests_total", {"endpoint": endpoint, "reason": bad.reason})
             # (an oversized body is not read; gunicorn discards the rest before the next
