@@ -70,3 +70,51 @@ def test_serve_on_one_cpu_runs_one_worker(serve):
 def test_serve_on_two_cpus_runs_two_workers(serve):
     server = serve(["--cluster", "examples/cluster"], cpus={0, 1})
     assert len(server.worker_pids()) == 2
+
+
+ACCESS_PROBE = r"""
+import io, json, logging, sys
+from datetime import timedelta
+from gunicorn.config import Config
+from webhook import gunicorn_conf
+
+built = []
+cfg = Config()
+for key, value in gunicorn_conf.settings(1, 2).items():
+    cfg.set(key, value)
+logger = cfg.logger_class(cfg)  # what serve's gunicorn builds (applies LOGCONFIG)
+original_atoms = logger.atoms
+logger.atoms = lambda *a: built.append(1) or original_atoms(*a)
+
+class Resp:
+    status, sent, headers = "200 OK", 42, []
+class Req:
+    method, path, query, version, headers, uri = "POST", "/validate", "", (1, 1), [], "/validate"
+environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "PATH_INFO": "/validate", "RAW_URI": "/validate",
+           "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1"}
+
+logger.access(Resp(), Req(), environ, timedelta(milliseconds=3))
+quiet = len(built)
+# A user who turns the access log on still gets it.
+sink = io.StringIO()
+access = logging.getLogger("gunicorn.access")
+access.setLevel(logging.INFO)
+access.addHandler(logging.StreamHandler(sink))
+logger.access(Resp(), Req(), environ, timedelta(milliseconds=3))
+print(json.dumps({"class": type(logger).__name__, "quiet": quiet, "on": len(built), "line": sink.getvalue()}))
+"""
+
+
+def test_no_access_line_is_built_while_the_access_log_is_off():
+    # gunicorn counts its access log as on whenever a logconfig_dict is set (ours is), and
+    # formatted every request's line only for the WARNING-level gunicorn.access to drop it.
+    # In a subprocess: building gunicorn's logger applies the logging configuration.
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", ACCESS_PROBE], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["class"] == "QuietAccessLogger"
+    assert got["quiet"] == 0
+    assert got["on"] == 1 and "POST /validate" in got["line"]
