@@ -19,6 +19,29 @@ _DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
+def _remembers_valid(check):
+    """`check(text) -> problem or None`, answering at once for a string it found valid before.
+    Every review re-validates the same few label keys, values and namespace names (regular
+    expressions, ~0.5 us each); only valid strings are kept, so no message is ever cached.
+    Bounded: the set starts over past 4096 names."""
+    valid: set[str] = set()
+
+    def remembering(text: Any) -> str | None:
+        if type(text) is str and text in valid:
+            return None
+        problem = check(text)
+        if problem is None and type(text) is str:
+            if len(valid) >= 4096:
+                valid.clear()
+            valid.add(text)
+        return problem
+
+    remembering.__name__, remembering.__doc__ = check.__name__, check.__doc__
+    remembering.__wrapped__ = check
+    return remembering
+
+
+@_remembers_valid
 def label_key_problem(key: Any) -> str | None:
     """Why `key` is not a valid label key (a qualified name), or None."""
     if not isinstance(key, str) or not key:
@@ -36,6 +59,7 @@ def label_key_problem(key: Any) -> str | None:
     return None
 
 
+@_remembers_valid
 def label_value_problem(value: Any) -> str | None:
     """Why `value` is not a valid label value, or None. Empty is valid."""
     if not isinstance(value, str):
@@ -48,6 +72,7 @@ def label_value_problem(value: Any) -> str | None:
     return None
 
 
+@_remembers_valid
 def dns_subdomain_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
@@ -57,6 +82,7 @@ def dns_subdomain_problem(name: Any) -> str | None:
     return None
 
 
+@_remembers_valid
 def dns_label_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
