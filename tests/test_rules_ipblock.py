@@ -49,6 +49,16 @@ def test_canonical_cidr():
     assert canonical_cidr("not-a-cidr") is None
 
 
+def test_cidrs_parse_the_same_on_every_ask():
+    # parse_cidr remembers what it parsed (the same few CIDRs recur policy after policy)
+    from webhook.policy.parse import parse_cidr
+    for _ in range(2):
+        assert str(parse_cidr("10.0.0.1/8")) == "10.0.0.0/8"
+        assert parse_cidr("10.0.0.0/33") is None and parse_cidr("10.0.0.0") is None
+        assert parse_cidr(["10.0.0.0/8"]) is None and parse_cidr(None) is None
+        assert canonical_cidr("10.0.0.1/8") == "10.0.0.0/8" and canonical_cidr("10.0.0.0/8") is None
+
+
 def test_host_bits_in_cidr_and_except_with_canonical_fix():
     p = policy("""
   - to: [{ipBlock: {cidr: 10.0.0.1/8, except: [10.1.2.3/16, 10.2.0.0/16]}}]

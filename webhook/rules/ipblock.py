@@ -6,6 +6,7 @@ import bisect
 import ipaddress
 import socket
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator, Optional, Union
 
 from webhook.cluster.objects import Pod, Service
@@ -57,6 +58,7 @@ def _block_dict(block: IPBlock, extra_excepts: tuple[str, ...] = ()) -> dict:
 
 # --- ipblock-host-bits ---------------------------------------------------------------------------
 
+@lru_cache(maxsize=1024)  # a pure function of the text; the same few CIDRs recur (see parse_cidr)
 def canonical_cidr(text: str) -> Optional[str]:
     """The canonical form of a CIDR with host bits set (`10.0.0.1/8` -> `10.0.0.0/8`), else None."""
     try:
