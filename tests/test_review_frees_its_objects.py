@@ -2,7 +2,7 @@
 decoded body it points to, the per-review rules context and its DNS analysis) is freed by
 reference counting the moment the review ends. A cycle would keep all of that alive until the
 garbage collector's next pass: more memory, and each new review would work in memory gone cold
-(measured: ~7% more CPU per review over sockets, docs/benchmarks.md)."""
+(measured: ~2.5% more CPU per review over sockets, docs/benchmarks.md, fourth round)."""
 import gc
 
 import pytest
