@@ -77,3 +77,26 @@ def test_a_static_source_freezes_its_view_when_a_worker_starts_it():
         assert not any(o is pod for o in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_view_facts_are_built_once_per_generation_and_bounded():
+    from webhook.cluster.view import MEMO_MAX
+    view = ClusterView()
+    builds = []
+
+    def fact(key):
+        return view.memo(key, lambda: builds.append(key))  # a fact whose value is None
+
+    fact("a")
+    fact("a")
+    assert builds == ["a"]  # kept, even though it is None
+    view.upsert_namespace(Namespace("shop", {}))
+    fact("a")
+    assert builds == ["a", "a"]  # the view changed: rebuilt
+    # Keys can come from reviews (close matches of a label value nobody carries); a view
+    # that never changes must not keep one entry per value ever seen.
+    for i in range(MEMO_MAX + 10):
+        fact(("typo", i))
+    fact("a")
+    assert builds.count("a") == 3  # the store started over once full, and rebuilds on demand
+    assert len(builds) < MEMO_MAX + 20

@@ -227,3 +227,10 @@ def test_ipv6_only_ingress_and_both_families_clean():
     assert yaml.safe_load(found[0].fix) == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
     both = policy("\n  - to: [{ipBlock: {cidr: 0.0.0.0/0}}, {ipBlock: {cidr: \"::/0\"}}]\n    ports: [{port: 443}]")
     assert findings(both + CLUSTER, "ipblock-single-family") == []
+
+
+def test_only_short_cidr_texts_are_kept():
+    from webhook.policy.parse import _parse_cidr, parse_cidr
+    held = _parse_cidr.cache_info().currsize
+    assert parse_cidr("10.0.0.0/8" + " " * 1_000_000) is None  # not a CIDR, and not kept
+    assert _parse_cidr.cache_info().currsize == held

@@ -20,6 +20,8 @@ from webhook.policy.model import NetworkPolicy
 from webhook.policy.selectors import LabelSelector
 
 ALL = object()  # sentinel: "no narrowing possible"
+_MISSING = object()  # memo(): a stored fact may be None
+MEMO_MAX = 20_000  # memo() entries per generation (see there)
 
 
 class _LabelIndex:
@@ -247,15 +249,22 @@ class ClusterView:
         on the context would be rebuilt for every review. `key` must name everything else the
         fact depends on (the configuration it reads). Dropped as a whole when the view changes;
         a fact built while a change lands is filed under the older generation, so it is
-        rebuilt by the next reader."""
+        rebuilt by the next reader. Bounded: some keys come from what reviews contain (the
+        close matches of a label value nobody carries), and a view that never changes (a
+        snapshot) would otherwise keep one entry per distinct value ever reviewed; past
+        MEMO_MAX entries the store starts over and its facts are rebuilt when next asked."""
         generation = self.generation
         memo = self._memo
         if memo[0] != generation:
             memo = self._memo = (generation, {})
         store = memo[1]
-        if key not in store:
-            store[key] = build()
-        return store[key]
+        got = store.get(key, _MISSING)
+        if got is _MISSING:
+            got = build()
+            if len(store) >= MEMO_MAX:
+                store.clear()
+            store[key] = got
+        return got
 
     # --- queries ---------------------------------------------------------------------
     def namespace(self, name: str) -> Namespace | None:

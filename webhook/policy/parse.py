@@ -252,17 +252,24 @@ def _parse_peers(raw: Any, path: Path, errors: list[FieldError]) -> tuple[Peer, 
 def parse_cidr(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     if not isinstance(value, str) or "/" not in value:
         return None
+    if len(value) > _CIDR_CACHED_LEN:  # no real CIDR is this long: not worth keeping
+        return _ip_network(value)
     return _parse_cidr(value)
 
 
-# ipaddress parses in Python (~5 us a CIDR); clusters write the same few CIDRs (0.0.0.0/0,
-# ::/0, 10.0.0.0/8, the metadata /32) in policy after policy. Networks are immutable.
-@lru_cache(maxsize=1024)
-def _parse_cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def _ip_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
         return None
+
+
+# ipaddress parses in Python (~5 us a CIDR); clusters write the same few CIDRs (0.0.0.0/0,
+# ::/0, 10.0.0.0/8, the metadata /32) in policy after policy. Networks are immutable. Only
+# short strings are kept (the longest IPv6 CIDR is 49 characters), so a review full of
+# megabyte-long "CIDRs" cannot fill the cache with them.
+_CIDR_CACHED_LEN = 64
+_parse_cidr = lru_cache(maxsize=1024)(_ip_network)
 
 
 def _parse_ip_block(raw: Any, path: Path, errors: list[FieldError]) -> IPBlock | None:

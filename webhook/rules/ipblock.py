@@ -58,7 +58,9 @@ def _block_dict(block: IPBlock, extra_excepts: tuple[str, ...] = ()) -> dict:
 
 # --- ipblock-host-bits ---------------------------------------------------------------------------
 
-@lru_cache(maxsize=1024)  # a pure function of the text; the same few CIDRs recur (see parse_cidr)
+# A pure function of the text; the same few CIDRs recur (see parse_cidr). Callers pass CIDRs
+# of a parsed policy, so the text is short (parse_cidr accepted it).
+@lru_cache(maxsize=1024)
 def canonical_cidr(text: str) -> Optional[str]:
     """The canonical form of a CIDR with host bits set (`10.0.0.1/8` -> `10.0.0.0/8`), else None."""
     try:
