@@ -314,8 +314,7 @@ class _DnsAnalysis:
         """The namespace's egress-isolating policies in the engine (the view plus overlay)."""
         got = self.ns_policies.get(namespace)
         if got is None:
-            got = self.ns_policies[namespace] = [
-                p for p in self.engine.policies_in(namespace) if EGRESS in p.policy_types]
+            got = self.ns_policies[namespace] = _egress_isolating(self.engine, namespace)
         return got
 
     def stored(self, namespace: str) -> _StoredDns:
@@ -385,12 +384,16 @@ class _DnsAnalysis:
         return got
 
 
+def _egress_isolating(engine: Engine, namespace: str) -> list[NetworkPolicy]:
+    """The namespace's egress-isolating policies in the engine (the view plus overlay)."""
+    return [p for p in engine.policies_in(namespace) if EGRESS in p.policy_types]
+
+
 def _isolating_keys(engine: Engine, pod: Pod) -> tuple[str, ...]:
     """Keys of the egress-isolating policies selecting `pod` in the engine (view plus overlay).
     Only for the pods a message names, so read from the engine's list as it is."""
     labels = pod.labels
-    return tuple(sorted(p.key for p in engine.policies_in(pod.namespace)
-                        if EGRESS in p.policy_types and p.pod_selector.matches(labels)))
+    return tuple(sorted(p.key for p in _egress_isolating(engine, pod.namespace) if p.pod_selector.matches(labels)))
 
 
 def _analysis(ctx: Context) -> _DnsAnalysis:
