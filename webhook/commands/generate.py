@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
     from webhook.config import ConfigError, load
-    from webhook.generate.mapparse import MapError, parse_map
+    from webhook.generate.mapparse import MapError, parse_map, read_map
     from webhook.generate.policies import generate
     from webhook.generate.proof import prove
     from webhook.generate.render import files, stream
@@ -56,13 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.denied_sample < 0:
         raise UsageError("--denied-sample must be 0 or more")
     try:
-        with open(args.map, "rb") as fh:
-            raw = fh.read()
-        text = raw.decode("utf-8-sig")
-    except OSError as exc:
-        raise UsageError(f"{args.map}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{args.map}: not UTF-8 text") from None
+        text = read_map(args.map)
+    except MapError as exc:
+        raise UsageError(str(exc)) from None
     try:
         cmap = parse_map(text, args.map)
         policies = generate(cmap, config.dns)
