@@ -164,3 +164,18 @@ def test_a_merge_key_in_a_config_still_works(tmp_path):
     from webhook.config import load
     (tmp_path / "c.yaml").write_text("mutations:\n  <<: {addDnsEgress: true}\n")
     assert load(str(tmp_path / "c.yaml"), env={}).mutations.addDnsEgress is True
+
+
+def test_the_documented_limits_are_the_ones_in_force():
+    from webhook import bounded_text
+    from webhook.admission import response
+    doc = (REPO / "docs" / "operations.md").read_text()
+    section = doc[doc.index("### Limits on input"):doc.index("### TLS and certificate rotation")]
+    for text in ("1 GiB per manifest", "64 MiB per map", "4 MiB per configuration",
+                 f"at most {safeload.MAX_ALIAS_NODES:,} nodes", f"{safeload.MAX_DEPTH} levels in YAML",
+                 f"at most {safeload.MAX_INT_DIGITS:,} digits",
+                 f"cut at {bounded_text.MESSAGE_MAX_CHARS:,} characters", f"fix at {bounded_text.FIX_MAX_CHARS:,}",
+                 f"at {bounded_text.NAME_MAX_CHARS}", f"at most {response.DENIAL_MAX_ERRORS} errors"):
+        assert text in section, text
+    assert safeload.MAX_MANIFEST_BYTES == 1024 ** 3 and safeload.MAX_MAP_BYTES == 64 * 1024 ** 2
+    assert safeload.MAX_CONFIG_BYTES == 4 * 1024 ** 2
