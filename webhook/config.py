@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from webhook import safeload
+from webhook.bounded_text import MESSAGE_MAX_CHARS, clip
 
 SEVERITIES = ("error", "warning", "info")
 SEVERITY_OVERRIDES = SEVERITIES + ("off",)
@@ -37,7 +38,8 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
     def __str__(self) -> str:
-        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+        # clipped: a problem quotes the file (an unknown key of a megabyte is shown by its start)
+        return "\n".join(f"{self.source}: {clip(p, MESSAGE_MAX_CHARS)}" for p in self.problems)
 
 
 @dataclass(frozen=True)

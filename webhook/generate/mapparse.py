@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from webhook import safeload
+from webhook.bounded_text import MESSAGE_MAX_CHARS, NAME_MAX_CHARS, clip
 from webhook.cluster.files import field_lines
 from webhook.config import DNSConfig
 from webhook.generate.model import (METADATA_V4, METADATA_V6, CommMap, ExternalEgress, ExternalIngress, Flow,
@@ -55,10 +56,12 @@ class MapError(Exception):
         super().__init__(str(self))
 
     def lines(self) -> list[str]:
+        # clipped: a message quotes the map (an unknown key of a megabyte is shown by its start)
         out = []
         for p in self.problems:
             where = f"{self.file}:{p.line}" if p.line else self.file
-            out.append(f"{where}: {p.path}: {p.message}" if p.path else f"{where}: {p.message}")
+            path, message = clip(p.path, NAME_MAX_CHARS), clip(p.message, MESSAGE_MAX_CHARS)
+            out.append(f"{where}: {path}: {message}" if p.path else f"{where}: {message}")
         return out
 
     def __str__(self) -> str:
