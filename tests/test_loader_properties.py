@@ -163,3 +163,15 @@ def test_the_well_formed_inputs_still_load(tmp_path):
     (tmp_path / "c.yaml").write_text("mode: warn\n")
     assert load(str(tmp_path / "c.yaml"), env={}).mode == "warn"
     assert parse_map("namespaces: [{name: shop}]\n", "map.yaml") is not None
+
+
+def test_body_reasons_for_plain_bad_json_are_unchanged():
+    """Only the new failure modes get the new reason; bytes that are not UTF-8 JSON, or
+    not JSON at all, keep `not-json` (what docs/operations.md lists)."""
+    for raw in (b"\xff\xfe{", b'{"a": \xff}', b"{not json"):
+        try:
+            decode(raw)
+        except BadReview as exc:
+            assert exc.reason == "not-json", (raw, exc.reason)
+        else:
+            raise AssertionError(raw)

@@ -104,7 +104,7 @@ def load_json(text: str | bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise UnsafeInput("JSON nested too deeply") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise
     except ValueError as exc:  # only the integer digit limit raises a plain ValueError
         raise UnsafeInput(_value_problem(exc)) from None
@@ -113,7 +113,7 @@ def load_json(text: str | bytes) -> Any:
 def _value_problem(exc: Exception) -> str:
     if "digits" in str(exc):
         return f"a number has more than {MAX_INT_DIGITS} digits"
-    return f"unreadable value: {exc}"
+    return f"unreadable value: {str(exc)[:200]}"  # (a KeyError quotes the whole value)
 
 
 # --- YAML ------------------------------------------------------------------------------
