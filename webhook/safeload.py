@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import sys
 from typing import Any, Iterator
 
 import yaml
 
-KIB, MIB = 1024, 1024 * 1024
+MIB = 1024 * 1024
 # Per file. A `kubectl get pods -A -o json` of ~100,000 real pods is under 1 GiB; larger
 # snapshots can be split (directories are read whole).
 MAX_MANIFEST_BYTES = 1024 * MIB
