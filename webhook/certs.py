@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from webhook import safewrite
+
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
 # The CA's private key, kept only in the self-managed Secret (the chart does not mount it
 # into the pods): the elected replica needs it to re-issue the serving certificate.
@@ -353,24 +355,16 @@ def bundle_paths(out_dir: str) -> dict[str, str]:
 
 
 def _write_new(path: str, data: bytes, mode: int) -> None:
-    # O_EXCL: fail rather than overwrite; the mode is applied at creation, so the key
-    # is never readable by others, not even between open() and chmod().
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # exact mode whatever the umask
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    # O_EXCL | O_NOFOLLOW: fail rather than overwrite or write through a symlink; the mode
+    # is applied at creation, so the key is never readable by others.
+    safewrite.create_file(path, data, mode)
 
 
 def _replace(path: str, data: bytes, mode: int) -> None:
-    # Write beside the target and rename over it: a server hot-reloading the files
-    # never reads a half-written file.
-    tmp = f"{path}.tmp-{os.getpid()}"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    _write_new(tmp, data, mode)
-    os.replace(tmp, path)
+    # A temporary file of a random name in the directory, renamed over the target: a
+    # server hot-reloading the files never reads a half-written file, and a symlink
+    # planted at the target (or at any temporary name) is replaced, not followed.
+    safewrite.replace_file(path, data, mode)
 
 
 def write_bundle(bundle: TLSBundle, out_dir: str, force: bool = False) -> dict[str, str]:

@@ -19,6 +19,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from webhook import safeload
+from webhook.bounded_text import MESSAGE_MAX_CHARS, clip
+
 SEVERITIES = ("error", "warning", "info")
 SEVERITY_OVERRIDES = SEVERITIES + ("off",)
 ISOLATE_LABEL = "netpol-guard.io/isolate"
@@ -35,7 +38,8 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
     def __str__(self) -> str:
-        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+        # clipped: a problem quotes the file (an unknown key of a megabyte is shown by its start)
+        return "\n".join(f"{self.source}: {clip(p, MESSAGE_MAX_CHARS)}" for p in self.problems)
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,18 @@ def from_dict(data: Any, source: str = "configuration", env: Mapping[str, str] |
     return cfg
 
 
+def _read_yaml(path: str) -> Any:
+    """The file's single YAML document (None when empty), read within
+    safeload.MAX_CONFIG_BYTES and with aliases, nesting and numbers bounded."""
+    text = safeload.read_text(path, safeload.MAX_CONFIG_BYTES)
+    data: Any = None
+    for i, (node, loader) in enumerate(safeload.yaml_nodes(text)):
+        if i:
+            raise safeload.UnsafeInput("expected one YAML document, found a second one", node.start_mark.line + 1)
+        data = safeload.construct_full(node, loader)
+    return data
+
+
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Load from a YAML file (or NETPOL_GUARD_CONFIG, or defaults) plus the environment."""
     env = os.environ if env is None else env
@@ -334,10 +350,12 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
     if path:
         source = path
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
+            data = _read_yaml(path)
         except OSError as exc:
             raise ConfigError([f"cannot read: {exc.strerror}"], path) from None
+        except safeload.UnsafeInput as exc:
+            where = f"line {exc.line}: " if exc.line else ""
+            raise ConfigError([f"{where}{exc.message}"], path) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

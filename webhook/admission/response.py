@@ -11,7 +11,9 @@ What the user sees: kubectl prints a denial as
 
 and each entry of ``warnings`` as ``Warning: <text>``. The API server truncates long
 warnings (and drops them past a total size), so each warning is one short line and
-their number is bounded; the denial message carries every error in full.
+their number is bounded. The denial message carries every error (up to
+DENIAL_MAX_ERRORS, then how many more), each clipped by webhook.bounded_text: a label
+value of a megabyte is quoted by its start, not in full.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from webhook.admission.review import API_VERSION, KIND, AdmissionRequest
+from webhook.bounded_text import NAME_MAX_CHARS, bounded_finding, clip
 from webhook.rules.base import Finding
 
 WARNING_MAX_CHARS = 120
 WARNING_MAX_COUNT = 10
+DENIAL_MAX_ERRORS = 50
 ELLIPSIS = "..."
 
 
@@ -106,12 +110,16 @@ def denial_message(subject: str, errors: Sequence[Finding]) -> str:
     """Every error with rule id, field path and fix, laid out to read well after kubectl's
     `... denied the request: ` prefix."""
     noun = "error" if len(errors) == 1 else "errors"
-    lines = [f"NetworkPolicy {subject} has {len(errors)} {noun}:"]
-    for f in errors:
+    lines = [f"NetworkPolicy {clip(subject, NAME_MAX_CHARS)} has {len(errors)} {noun}:"]
+    for f in errors[:DENIAL_MAX_ERRORS]:
+        f = bounded_finding(f)
         lines.append(f"- [{f.rule}] {f.path}: {f.message}")
         if f.fix:
             lines.append("  fix:")
             lines.extend(f"    {line}" for line in f.fix.splitlines())
+    if len(errors) > DENIAL_MAX_ERRORS:
+        lines.append(f"... and {len(errors) - DENIAL_MAX_ERRORS} more errors; run `netpol-guard lint` "
+                     "for every finding")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from dataclasses import field
 from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
 from typing import Any, Literal, Optional
 
+from webhook import safeload
 from webhook.policy.errors import frozen_record
 
 API_VERSION = "admission.k8s.io/v1"
@@ -19,6 +20,8 @@ KIND = "AdmissionReview"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 JSON_TYPES = ("application/json",)
+# Longest piece of a request quoted back in an error message (the rest is counted).
+QUOTE_MAX_CHARS = 100
 # A decoded body is made of plain dicts: naming dict first answers isinstance() without the
 # ABC machinery (~6x cheaper); any other Mapping is still accepted.
 MAPPING = (dict, Mapping)
@@ -90,7 +93,7 @@ def check_content_type(content_type: Optional[str]) -> None:
     media = (content_type or "").split(";")[0].strip().lower()
     if media not in JSON_TYPES:
         raise BadReview("wrong-content-type",
-                        f"Content-Type must be application/json, got {content_type or 'none'!r}")
+                        f"Content-Type must be application/json, got {_shown(content_type or 'none')}")
 
 
 def _kind_name(value: Any) -> str:
@@ -98,18 +101,28 @@ def _kind_name(value: Any) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
+def _shown(value: Any) -> str:
+    """repr() of a value from the request, clipped: an error message must not echo a
+    megabyte someone put in `kind`."""
+    text = repr(value)
+    if len(text) <= QUOTE_MAX_CHARS:
+        return text
+    return f"{text[:QUOTE_MAX_CHARS]}... ({len(text) - QUOTE_MAX_CHARS} more characters)"
+
+
 def decode(body: bytes) -> Any:
     if not body:
         raise BadReview("empty-body", "the request body is empty; expected an AdmissionReview")
     try:
-        return json.loads(body)
+        return safeload.load_json(body)
     except UnicodeDecodeError:
         raise BadReview("not-json", "the request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise BadReview("not-json", f"the request body is not JSON: {exc.msg} at line {exc.lineno} "
                                     f"column {exc.colno}") from None
-    except RecursionError:
-        raise BadReview("not-json", "the request body is JSON nested too deeply") from None
+    except safeload.UnsafeInput as exc:
+        # an integer of more than 4,300 digits, or nesting past the JSON parser's guard
+        raise BadReview("unreadable-json", f"the request body cannot be read: {exc.message}") from None
 
 
 def _string(req: Mapping[str, Any], key: str, uid: str, required: bool = False) -> str:
@@ -162,8 +175,8 @@ def _object_shape(obj: Mapping[str, Any], where: str, gvk: GroupVersionKind, uid
     api_version = f"{gvk.group}/{gvk.version}" if gvk.group else gvk.version
     if obj.get("kind") != gvk.kind or obj.get("apiVersion") != api_version:
         raise BadReview("object-kind-mismatch",
-                        f"request.{where} is {obj.get('apiVersion')!r}/{obj.get('kind')!r} but request.kind "
-                        f"says {api_version}/{gvk.kind}", uid)
+                        f"request.{where} is {_shown(obj.get('apiVersion'))}/{_shown(obj.get('kind'))} but "
+                        f"request.kind says {_shown(api_version + '/' + gvk.kind)}", uid)
     meta = obj.get("metadata")
     if not isinstance(meta, MAPPING):
         raise BadReview("bad-object", f"request.{where}.metadata must be an object, got {_kind_name(meta)}", uid)
@@ -203,10 +216,10 @@ def parse_review(data: Any) -> AdmissionRequest:
         raise BadReview("not-admission-review", "the body is not an AdmissionReview "
                                                 "(no apiVersion and kind)", uid)
     if data.get("kind") != KIND:
-        raise BadReview("wrong-kind", f"kind must be {KIND!r}, got {data.get('kind')!r}", uid)
+        raise BadReview("wrong-kind", f"kind must be {KIND!r}, got {_shown(data.get('kind'))}", uid)
     if data.get("apiVersion") != API_VERSION:
         raise BadReview("wrong-api-version", f"apiVersion must be {API_VERSION!r} (configure the webhook with "
-                                             f"admissionReviewVersions: [v1]), got {data.get('apiVersion')!r}", uid)
+                                             f"admissionReviewVersions: [v1]), got {_shown(data.get('apiVersion'))}", uid)
     if req is None:
         raise BadReview("missing-request", "request is required", uid)
     if not isinstance(req, MAPPING):
@@ -219,7 +232,7 @@ def parse_review(data: Any) -> AdmissionRequest:
     operation = _string(req, "operation", uid, required=True)
     if operation not in OPERATIONS:
         raise BadReview("bad-operation", f"request.operation must be one of {', '.join(OPERATIONS)}, "
-                                         f"got {operation!r}", uid)
+                                         f"got {_shown(operation)}", uid)
     dry_run = req.get("dryRun", False)
     if dry_run is None:
         dry_run = False

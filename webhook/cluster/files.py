@@ -15,12 +15,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from webhook import safeload
 from webhook.cluster.objects import (WORKLOAD_TEMPLATES, namespace_from, pod_from, service_from,
                                      workload_from)
 from webhook.cluster.view import ClusterView
 from webhook.policy.model import Origin
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 USED_KINDS = {"Namespace", "Pod", "Service", "NetworkPolicy", *WORKLOAD_TEMPLATES}
 
@@ -69,51 +69,6 @@ def field_lines(node: Any) -> dict[str, int]:
 
     walk(node, "")
     return out
-
-
-_T = "tag:yaml.org,2002:"
-_STR, _INT, _BOOL, _NULL, _FLOAT = _T + "str", _T + "int", _T + "bool", _T + "null", _T + "float"
-_TIMESTAMP, _MERGE = _T + "timestamp", _T + "merge"
-
-
-class _NeedsFullConstructor(Exception):
-    """A document uses something the fast path leaves to PyYAML (merge keys, custom tags)."""
-
-
-def _fast_value(node: Any, fallback: Any) -> Any:
-    """Node -> Python, for the plain JSON-like documents Kubernetes manifests are.
-
-    PyYAML's own constructor costs about as much as parsing itself; manifests use only
-    maps, lists, strings, numbers, booleans and nulls, so those are converted directly and
-    anything else goes back to the full constructor. Timestamps stay text, as in JSON.
-    """
-    cls = node.__class__
-    if cls is yaml.ScalarNode:
-        tag = node.tag
-        if tag == _STR or tag == _TIMESTAMP:
-            return node.value
-        if tag == _INT:
-            v = node.value
-            if v.isdigit() and (v[0] != "0" or v == "0"):  # YAML 1.1: a leading 0 is octal
-                return int(v)
-            return fallback.construct_yaml_int(node)
-        if tag == _NULL:
-            return None
-        if tag == _BOOL:
-            return fallback.construct_yaml_bool(node)
-        if tag == _FLOAT:
-            return fallback.construct_yaml_float(node)
-        raise _NeedsFullConstructor
-    if cls is yaml.MappingNode:
-        out = {}
-        for k, v in node.value:
-            if k.tag == _MERGE or k.__class__ is not yaml.ScalarNode:
-                raise _NeedsFullConstructor
-            out[_fast_value(k, fallback)] = _fast_value(v, fallback)
-        return out
-    if cls is yaml.SequenceNode:
-        return [_fast_value(v, fallback) for v in node.value]
-    raise _NeedsFullConstructor
 
 
 def find_files(paths: Iterable[str]) -> list[str]:
@@ -177,26 +132,21 @@ def parse_text(text: str, file: str) -> list[Document]:
         if docs is not None:
             return docs
     docs: list[Document] = []
-    loader = _Loader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
+        for node, loader in safeload.yaml_nodes(text):
             line = node.start_mark.line + 1
-            try:
-                obj = _fast_value(node, loader)
-            except _NeedsFullConstructor:
-                obj = loader.construct_document(node)
+            obj = safeload.construct(node, loader)
             if obj is None:
                 continue  # an empty document (e.g. a trailing ---)
             docs.extend(_expand(_check_object(obj, file, line), node, file, line))
+    except safeload.UnsafeInput as exc:
+        raise InputError(file, exc.message, exc.line) from None
     except yaml.YAMLError as exc:
         if file.endswith(".json"):
             return _parse_json(text, file)
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(file, f"not valid YAML: {problem}", mark.line + 1 if mark else 0) from None
-    finally:
-        loader.dispose()
     return docs
 
 
@@ -214,24 +164,22 @@ def _parse_json_fast(text: str, file: str) -> list[Document] | None:
 
 def _parse_json(text: str, file: str) -> list[Document]:
     try:
-        obj = json.loads(text)
+        obj = safeload.load_json(text)
     except json.JSONDecodeError as exc:
         raise InputError(file, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    except safeload.UnsafeInput as exc:
+        raise InputError(file, exc.message, exc.line) from None
     return _expand(_check_object(obj, file, 1), None, file, 1)
 
 
 def read_file(path: str) -> list[Document]:
+    """The documents of one manifest file; refused past MAX_MANIFEST_BYTES (see safeload)."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        text = safeload.read_text(path, safeload.MAX_MANIFEST_BYTES)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
-    if b"\x00" in raw[:8192]:
-        raise InputError(path, "binary file, not YAML or JSON")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(path, "not UTF-8 text") from None
+    except safeload.UnsafeInput as exc:
+        raise InputError(path, exc.message) from None
     return parse_text(text, path)
 
 

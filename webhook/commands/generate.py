@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
     from webhook.config import ConfigError, load
-    from webhook.generate.mapparse import MapError, parse_map
+    from webhook.generate.mapparse import MapError, parse_map, read_map
     from webhook.generate.policies import generate
     from webhook.generate.proof import prove
     from webhook.generate.render import files, stream
@@ -56,13 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.denied_sample < 0:
         raise UsageError("--denied-sample must be 0 or more")
     try:
-        with open(args.map, "rb") as fh:
-            raw = fh.read()
-        text = raw.decode("utf-8-sig")
-    except OSError as exc:
-        raise UsageError(f"{args.map}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{args.map}: not UTF-8 text") from None
+        text = read_map(args.map)
+    except MapError as exc:
+        raise UsageError(str(exc)) from None
     try:
         cmap = parse_map(text, args.map)
         policies = generate(cmap, config.dns)
@@ -92,28 +88,32 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Generated files are small; one bigger than this in DIR is not ours and is left alone.
+_GENERATED_MAX_BYTES = 4 * 1024 * 1024
+
+
 def _write(out: str, content: dict[str, str]) -> None:
+    """Write the files into DIR without following a symlink anyone planted there (at a
+    file's name or at a temporary name): webhook.safewrite."""
     from webhook.cli import UsageError
     from webhook.generate.policies import MANAGED_BY_VALUE
     from webhook.generate.render import KUSTOMIZATION, SCRIPT
+    from webhook.safewrite import read_own_file, replace_file
 
+    marker = MANAGED_BY_VALUE.encode()
     try:
         os.makedirs(out, exist_ok=True)
         # Files an earlier run generated but this one does not would still be applied by
-        # `kubectl apply -f DIR`: remove them. Anything else in DIR is left alone.
+        # `kubectl apply -f DIR`: remove them. Anything else in DIR is left alone, and so is
+        # whatever is not a regular file (a symlink is not ours to read or remove).
         for name in sorted(os.listdir(out)):
             path = os.path.join(out, name)
-            if name in content or not name.endswith((".yaml", ".yml")) or not os.path.isfile(path):
+            if name in content or name == KUSTOMIZATION or not name.endswith((".yaml", ".yml")):
                 continue
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                if MANAGED_BY_VALUE in fh.read() and name != KUSTOMIZATION:
-                    os.remove(path)
+            data = read_own_file(path, _GENERATED_MAX_BYTES + 1)
+            if data is not None and len(data) <= _GENERATED_MAX_BYTES and marker in data:
+                os.remove(path)
         for name, text in content.items():
-            path = os.path.join(out, name)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o755 if name == SCRIPT else 0o644)
-            os.replace(tmp, path)
+            replace_file(os.path.join(out, name), text.encode("utf-8"), 0o755 if name == SCRIPT else 0o644)
     except OSError as exc:
         raise UsageError(f"{out}: cannot write: {exc.strerror}") from None

@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from webhook.bounded_text import bounded_finding
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
     from webhook.cluster.files import InputError, load_snapshot
     from webhook.config import ConfigError, load
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
                         [(d.obj, d.origin()) for d in snap.context_policy_docs])
-    findings = [f for r in reports for f in r.findings]
+    findings = [bounded_finding(f) for r in reports for f in r.findings]  # each message/fix clipped
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
     summary = {"policies": len(reports), "errors": counts["error"], "warnings": counts["warning"],
                "infos": counts["info"]}

@@ -15,14 +15,14 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from webhook import safeload
+from webhook.bounded_text import MESSAGE_MAX_CHARS, NAME_MAX_CHARS, clip
 from webhook.cluster.files import field_lines
 from webhook.config import DNSConfig
 from webhook.generate.model import (METADATA_V4, METADATA_V6, CommMap, ExternalEgress, ExternalIngress, Flow,
                                     FlowPort, NamespaceSpec, NumericPort, Party, PortDecl, Target, Workload)
 from webhook.policy.model import PROTOCOLS, line_of_path
 from webhook.policy.selectors import dns_label_problem, label_key_problem, label_value_problem
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 TOP_KEYS = ("namespaces", "workloads", "endpoints", "flows", "ingress", "egress", "dns")
 NAMESPACE_KEYS = ("name", "labels", "managed")
@@ -56,10 +56,12 @@ class MapError(Exception):
         super().__init__(str(self))
 
     def lines(self) -> list[str]:
+        # clipped: a message quotes the map (an unknown key of a megabyte is shown by its start)
         out = []
         for p in self.problems:
             where = f"{self.file}:{p.line}" if p.line else self.file
-            out.append(f"{where}: {p.path}: {p.message}" if p.path else f"{where}: {p.message}")
+            path, message = clip(p.path, NAME_MAX_CHARS), clip(p.message, MESSAGE_MAX_CHARS)
+            out.append(f"{where}: {path}: {message}" if p.path else f"{where}: {message}")
         return out
 
     def __str__(self) -> str:
@@ -139,26 +141,41 @@ def _kind(v: Any) -> str:
 # --- YAML ------------------------------------------------------------------------------------
 
 def _compose(text: str, file: str) -> tuple[Any, Any]:
-    """The single YAML document as (python value, node); duplicate keys are problems."""
-    loader = _Loader(text)
+    """The single YAML document as (python value, node); duplicate keys are problems.
+    Aliases, nesting and numbers are bounded by webhook.safeload before anything walks
+    the document."""
     try:
-        if not loader.check_node():
+        documents = safeload.yaml_nodes(text)
+        first = next(documents, None)
+        if first is None:
             raise MapError(file, [MapProblem(0, "", "the map is empty")])
-        node = loader.get_node()
-        if loader.check_node():
-            extra = loader.get_node()
-            raise MapError(file, [MapProblem(extra.start_mark.line + 1, "",
+        node, loader = first
+        extra = next(documents, None)
+        if extra is not None:
+            raise MapError(file, [MapProblem(extra[0].start_mark.line + 1, "",
                                              "the map must be one YAML document; found a second one")])
+        safeload.check_node(node)
         dups = list(_duplicate_keys(node, ""))
         if dups:
             raise MapError(file, dups)
-        return loader.construct_document(node), node
+        return safeload.construct_full(node, loader), node
+    except safeload.UnsafeInput as exc:
+        raise MapError(file, [MapProblem(exc.line, "", exc.message)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise MapError(file, [MapProblem(mark.line + 1 if mark else 0, "", f"not valid YAML: {problem}")]) from None
-    finally:
-        loader.dispose()
+
+
+def read_map(path: str) -> str:
+    """The map file's text; MapError when it cannot be read, is over
+    safeload.MAX_MAP_BYTES, binary or not UTF-8."""
+    try:
+        return safeload.read_text(path, safeload.MAX_MAP_BYTES)
+    except OSError as exc:
+        raise MapError(path, [MapProblem(0, "", f"cannot read: {exc.strerror}")]) from None
+    except safeload.UnsafeInput as exc:
+        raise MapError(path, [MapProblem(0, "", exc.message)]) from None
 
 
 def _duplicate_keys(node: Any, path: str) -> Iterable[MapProblem]:

@@ -1,0 +1,181 @@
+"""Hostile files in every command that reads one: a clear message naming the file (and
+line), exit 2, no traceback, bounded time and memory.
+
+Each command runs as a real process under an address-space limit of 1 GiB and a time
+limit (the "billion laughs" file used to take 4 GB and a minute before a MemoryError),
+so a regression fails the test instead of taking the machine down with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webhook import safeload
+from webhook.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+MEMORY_LIMIT = 1024 * 1024 * 1024
+TIME_LIMIT = 60
+
+# ~600 bytes that stand for 9^9 strings
+LAUGHS = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\ndata:\n" + "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"  {n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+SELF_ALIAS = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: &a [*a]\n"
+SUPERSCRIPT_INT = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: !!int ²\n"
+HUGE_INT_JSON = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": ' + "9" * 5000 + "}"
+DEEP_JSON = ('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": '
+             + "[" * 100_000 + "]" * 100_000 + "}")
+# what each hostile file must be reported as
+CASES = {
+    "laughs.yaml": (LAUGHS, "aliases expand this document"),
+    "self-alias.yaml": (SELF_ALIAS, "refers to a node that contains it"),
+    "superscript.yaml": (SUPERSCRIPT_INT, "cannot read '²' as int"),
+    "huge-int.json": (HUGE_INT_JSON, "more than 4300 digits"),
+    "deep.json": (DEEP_JSON, "nested too deeply"),
+}
+
+
+def run_limited(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`netpol-guard ARGS` in a child limited to MEMORY_LIMIT of address space."""
+    code = ("import resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
+            "from webhook.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_GUARD_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=TIME_LIMIT, stdin=subprocess.DEVNULL)
+
+
+def assert_refused(result: subprocess.CompletedProcess, file: str, phrase: str) -> None:
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert file in result.stderr and phrase in result.stderr, result.stderr[-2000:]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+MANIFEST_COMMANDS = {
+    "lint": lambda f: ["lint", f],
+    "lint --cluster": lambda f: ["lint", "--cluster", f, str(REPO / "examples" / "policies")],
+    "simulate": lambda f: ["simulate", "--cluster", f],
+    "serve --cluster": lambda f: ["serve", "--dev", "--cluster", f, "--bind", f"127.0.0.1:{_free_port()}"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(MANIFEST_COMMANDS))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_manifest_is_exit_2_with_the_file_named(tmp_path, command, name):
+    text, phrase = CASES[name]
+    (tmp_path / name).write_text(text)
+    assert_refused(run_limited(MANIFEST_COMMANDS[command](name), tmp_path), name, phrase)
+
+
+YAML_CASES = ("laughs.yaml", "self-alias.yaml", "superscript.yaml")
+
+
+@pytest.mark.parametrize("name", YAML_CASES)
+def test_hostile_map_is_exit_2_with_the_file_named(tmp_path, name):
+    text, phrase = CASES[name]
+    (tmp_path / name).write_text(text)
+    assert_refused(run_limited(["generate", "--map", name], tmp_path), name, phrase)
+
+
+@pytest.mark.parametrize("name", YAML_CASES)
+def test_hostile_config_is_exit_2_with_the_file_named(tmp_path, name):
+    text, phrase = CASES[name]
+    (tmp_path / name).write_text(text.replace("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "")
+                                 .replace("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\n", ""))
+    assert_refused(run_limited(["lint", "--config", name, str(REPO / "examples" / "policies")], tmp_path),
+                   name, phrase)
+
+
+@pytest.mark.parametrize("args", [["lint", "/dev/zero"], ["simulate", "--cluster", "/dev/zero"],
+                                  ["generate", "--map", "/dev/zero"],
+                                  ["lint", "--config", "/dev/zero", "examples/policies"]])
+def test_an_endless_file_is_refused_after_a_bounded_read(args):
+    assert_refused(run_limited(args, REPO), "/dev/zero", "binary file")
+
+
+def test_a_huge_integer_in_a_networkpolicy_names_the_line(tmp_path):
+    (tmp_path / "p.yaml").write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                                     "metadata: {name: p, namespace: shop}\nspec:\n  podSelector: {}\n"
+                                     "  ingress:\n  - ports:\n    - port: " + "8" * 5000 + "\n")
+    assert_refused(run_limited(["lint", "p.yaml"], tmp_path), "p.yaml:8:", "more than 4300 digits")
+
+
+# --- size limits (lowered in-process: a test does not write a gigabyte) -------------------
+
+def test_a_manifest_over_the_size_limit_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(safeload, "MAX_MANIFEST_BYTES", 4096)
+    big = tmp_path / "big.yaml"
+    big.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: '" + "x" * 5000 + "'}\n")
+    assert main(["lint", str(big)]) == 2
+    assert f"{big}: file is larger than the limit of 4,096 bytes" in capsys.readouterr().err
+
+
+def test_a_map_over_the_size_limit_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(safeload, "MAX_MAP_BYTES", 4096)
+    big = tmp_path / "map.yaml"
+    big.write_text("namespaces: []\n# " + "x" * 5000 + "\n")
+    assert main(["generate", "--map", str(big)]) == 2
+    assert f"{big}: file is larger than the limit of 4,096 bytes" in capsys.readouterr().err
+
+
+def test_a_config_over_the_size_limit_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(safeload, "MAX_CONFIG_BYTES", 4096)
+    big = tmp_path / "config.yaml"
+    big.write_text("mode: warn\n# " + "x" * 5000 + "\n")
+    assert main(["lint", "--config", str(big), str(REPO / "examples" / "policies")]) == 2
+    assert f"{big}: file is larger than the limit of 4,096 bytes" in capsys.readouterr().err
+
+
+def test_files_at_the_limit_are_read(tmp_path, monkeypatch):
+    text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n"
+    (tmp_path / "ns.yaml").write_text(text)
+    monkeypatch.setattr(safeload, "MAX_MANIFEST_BYTES", len(text))
+    from webhook.cluster.files import read_file
+    assert [d.kind for d in read_file(str(tmp_path / "ns.yaml"))] == ["Namespace"]
+
+
+# --- what must keep working ------------------------------------------------------------
+
+def test_aliases_that_stay_small_are_still_expanded(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: shop}\n"
+        "spec:\n  podSelector: {matchLabels: &web {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: *web}}]\n"
+        "    ports: [{port: 8080}]\n")
+    assert main(["lint", "--format", "json", str(tmp_path / "p.yaml")]) in (0, 1)
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["policies"] == 1
+
+
+def test_a_merge_key_in_a_config_still_works(tmp_path):
+    from webhook.config import load
+    (tmp_path / "c.yaml").write_text("mutations:\n  <<: {addDnsEgress: true}\n")
+    assert load(str(tmp_path / "c.yaml"), env={}).mutations.addDnsEgress is True
+
+
+def test_the_documented_limits_are_the_ones_in_force():
+    from webhook import bounded_text
+    from webhook.admission import response
+    doc = (REPO / "docs" / "operations.md").read_text()
+    section = doc[doc.index("### Limits on input"):doc.index("### TLS and certificate rotation")]
+    for text in ("1 GiB per manifest", "64 MiB per map", "4 MiB per configuration",
+                 f"at most {safeload.MAX_ALIAS_NODES:,} nodes", f"{safeload.MAX_DEPTH} levels in YAML",
+                 f"at most {safeload.MAX_INT_DIGITS:,} digits",
+                 f"cut at {bounded_text.MESSAGE_MAX_CHARS:,} characters", f"fix at {bounded_text.FIX_MAX_CHARS:,}",
+                 f"at {bounded_text.NAME_MAX_CHARS}", f"at most {response.DENIAL_MAX_ERRORS} errors"):
+        assert text in section, text
+    assert safeload.MAX_MANIFEST_BYTES == 1024 ** 3 and safeload.MAX_MAP_BYTES == 64 * 1024 ** 2
+    assert safeload.MAX_CONFIG_BYTES == 4 * 1024 ** 2
