@@ -23,6 +23,9 @@ from webhook.policy.model import Origin
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 USED_KINDS = {"Namespace", "Pod", "Service", "NetworkPolicy", *WORKLOAD_TEMPLATES}
+# Cluster-scoped policies around NetworkPolicies (policy.networking.k8s.io/v1alpha1): parsed by
+# the caller into the view, like context NetworkPolicies (see cluster/admin_policies.py).
+ADMIN_POLICY_KINDS = ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy")
 
 
 class InputError(Exception):
@@ -158,7 +161,8 @@ def _expand(obj: Mapping[str, Any], node: Any, file: str, line: int) -> list[Doc
             iline = inode.start_mark.line + 1 if inode is not None else line
             docs.extend(_expand(_check_object(item, file, iline), inode, file, iline))
         return docs
-    lines = field_lines(node) if obj["kind"] == "NetworkPolicy" and node is not None else {}
+    lines = (field_lines(node) if (obj["kind"] == "NetworkPolicy" or obj["kind"] in ADMIN_POLICY_KINDS)
+             and node is not None else {})
     return [Document(file, line, obj, lines)]
 
 
@@ -244,6 +248,7 @@ class Snapshot:
     kinds: Counter
     files: int
     context_policy_docs: list[Document] = field(default_factory=list)  # from --cluster: context only
+    admin_policy_docs: list[Document] = field(default_factory=list)  # (Baseline)AdminNetworkPolicies, anywhere
 
 
 def add_to_view(view: ClusterView, doc: Document) -> None:
@@ -294,6 +299,7 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = ()) -> Sn
     kinds: Counter = Counter()
     policy_docs: list[Document] = []
     context_policies: list[Document] = []
+    admin_policies: list[Document] = []
     checked = find_files(paths)
     checked_set = set(checked)
     context = [f for f in find_files(cluster_paths) if f not in checked_set]
@@ -304,6 +310,8 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = ()) -> Sn
                 kinds[doc.kind] += 1
                 if doc.kind == "NetworkPolicy":
                     (policy_docs if is_checked else context_policies).append(doc)
+                elif doc.kind in ADMIN_POLICY_KINDS:
+                    admin_policies.append(doc)
                 else:
                     add_to_view(view, doc)
-    return Snapshot(view, policy_docs, kinds, len(checked) + len(context), context_policies)
+    return Snapshot(view, policy_docs, kinds, len(checked) + len(context), context_policies, admin_policies)

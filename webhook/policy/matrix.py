@@ -251,6 +251,8 @@ def compute(engine: Engine, sources: Sequence[Endpoint], destinations: Sequence[
 
     srcs = [(s, s.describe(), cls(s)) for s in sources]
     dsts = [(d, d.describe(), cls(d), _ports_for(query, d)) for d in destinations]
+    if engine.admin_policies():
+        return _compute_with_admin(engine, srcs, dsts, query)
     egress = _AllowedSets(engine, EGRESS, classes)
     ingress = _AllowedSets(engine, INGRESS, classes)
     cells: list[Cell] = []
@@ -261,6 +263,27 @@ def compute(engine: Engine, sources: Sequence[Endpoint], destinations: Sequence[
                 ok = (egress.admits(s_cls, d_cls, d_cls, port, proto)
                       and ingress.admits(d_cls, s_cls, d_cls, port, proto))
                 cells.append(Cell(s, d, port, proto, ok, engine, (s_name, d_name)))
+    return Matrix([x[1] for x in srcs], [x[1] for x in dsts], query, cells, not_applicable)
+
+
+def _compute_with_admin(engine: Engine, srcs: list, dsts: list, query: Optional[PortQuery]) -> Matrix:
+    """The matrix when admin policies are in view: their rules are ordered (first match
+    decides, per side), which the allowed-set unions above do not express, so each cell is
+    engine.evaluate() itself, once per (source class, destination class, port)."""
+    verdicts: dict[tuple, Verdict] = {}
+    cells: list[Cell] = []
+    for s, s_name, s_cls in srcs:
+        for d, d_name, d_cls, ports in dsts:
+            for port, proto in ports:
+                key = (s_cls, d_cls, port, proto)
+                v = verdicts.get(key)
+                if v is None:
+                    v = verdicts[key] = engine.evaluate(s, d, port, proto)
+                    verdict = v
+                else:  # same classes, same decision; the names in the verdict are the first pair's
+                    verdict = None
+                cells.append(Cell(s, d, port, proto, v.allowed, engine, (s_name, d_name), verdict))
+    not_applicable = {name for _, name, _, ports in dsts if not ports}
     return Matrix([x[1] for x in srcs], [x[1] for x in dsts], query, cells, not_applicable)
 
 
