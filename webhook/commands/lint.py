@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
+    from webhook.cluster.admin_policies import add_admin_policies, note_not_evaluated
     from webhook.cluster.files import InputError, load_snapshot
     from webhook.config import ConfigError, load
     from webhook.rules.base import REGISTRY
@@ -54,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         snap = load_snapshot(args.paths, args.cluster)
+        add_admin_policies(snap.view, snap.admin_policy_docs)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    note_not_evaluated(snap.view, snap.kinds)
     reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
                         [(d.obj, d.origin()) for d in snap.context_policy_docs])
     findings = [f for r in reports for f in r.findings]
@@ -65,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         summary["objects"] = dict(sorted(snap.kinds.items()))
         summary["files"] = snap.files
+        admin = _admin_counts(snap.view)
+        if admin:  # only then: a NetworkPolicy-only summary stays as it was
+            summary["adminPolicies"] = admin
+        if snap.view.not_evaluated:
+            summary["notEvaluated"] = dict(sorted(snap.view.not_evaluated.items()))
         json.dump({"findings": [f.to_dict() for f in findings], "summary": summary}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -90,7 +98,24 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
     if not snap.view.pods_known:
         notes.append("no Pods or workloads in view: pod selectors were not checked for matches "
                      "(add them to PATH or pass --cluster)")
+    admin = _admin_counts(snap.view)
+    if admin:
+        held = " and ".join(f"{n} {kind if n == 1 else kind[:-1] + 'ies'}" for kind, n in admin.items())
+        notes.append(f"{held} in view: they take precedence over NetworkPolicies on clusters whose network "
+                     "plugin implements them, and these checks look at NetworkPolicies alone (an admin Allow or "
+                     "Deny can override what a finding says); `netpol-guard simulate` evaluates them")
+    for kind, n in sorted(snap.view.not_evaluated.items()):
+        notes.append(f"{n} {kind} object{'s' if n != 1 else ''} in view, not evaluated "
+                     "(policy.networking.k8s.io/v1alpha2 is not supported yet)")
     for n in notes:
         out.write(f"note: {n}\n")
     out.write(f"checked {summary['policies']} NetworkPolicies: {summary['errors']} errors, "
               f"{summary['warnings']} warnings, {summary['infos']} infos\n")
+
+
+def _admin_counts(view) -> dict[str, int]:
+    """AdminNetworkPolicy / BaselineAdminNetworkPolicy -> how many the view holds (none: {})."""
+    counts: dict[str, int] = {}
+    for p in view.admin_policies():
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return dict(sorted(counts.items()))
