@@ -134,8 +134,9 @@ def admin_summary(engine) -> list[str]:
     lines = []
     admins = engine.admin_policies()
     if admins:
-        lines.append("admin policies evaluated (admin tier in this order, then NetworkPolicies, then the "
-                     "baseline): " + ", ".join(p.describe() for p in admins))
+        tiers = [p.describe() for p in admins if p.tier == "admin"] + ["NetworkPolicies"]
+        tiers += [p.describe() for p in admins if p.tier == "baseline"]
+        lines.append("evaluated in this order: " + ", ".join(tiers))
     for kind, n in sorted(engine.view.not_evaluated.items()):
         lines.append(f"note: {n} {kind} object{'s' if n != 1 else ''} in view NOT evaluated "
                      "(policy.networking.k8s.io/v1alpha2 is not supported yet): the answers below ignore "

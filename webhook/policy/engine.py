@@ -162,7 +162,7 @@ class SideVerdict:
         if self.admin is not None:
             text = f"{side} {self.endpoint}: {word} by {self.admin.describe()}; NetworkPolicies are not consulted"
         else:
-            then = f"passed by {self.passed.describe()} to NetworkPolicies; " if self.passed else ""
+            then = f"passed by {self.passed.describe()}; " if self.passed else ""
             if self.isolated and self.allowed_by:
                 text = f"{side} {self.endpoint}: {then}allowed by " + ", ".join(r.describe() for r in self.allowed_by)
             elif self.isolated:
