@@ -284,9 +284,10 @@ def _engine_of(*texts: str) -> Engine:
         add_to_view(view, doc)
     for text in texts:
         for doc in _docs(text):
-            result = (parse_admin_policy(doc.obj) if "Admin" in doc.kind else parse_policy(doc.obj))
+            admin = doc.kind != "NetworkPolicy"
+            result = parse_admin_policy(doc.obj) if admin else parse_policy(doc.obj)
             assert result.ok, result.errors
-            (view.upsert_admin_policy if "Admin" in doc.kind else view.upsert_policy)(result.policy)
+            (view.upsert_admin_policy if admin else view.upsert_policy)(result.policy)
     return Engine(view)
 
 
@@ -373,3 +374,67 @@ spec:
     v = e.evaluate(endpoint(e, "staging/tool"), endpoint(e, "staging/box"), 9000)
     assert v.egress.passed is not None and v.egress.tier == "default"
     assert v.ingress.passed is None and v.ingress.tier == "baseline" and not v.allowed
+
+
+CLUSTER_NETWORK_POLICIES = """
+# v1alpha2: one kind for both tiers; Accept for Allow; baseline-tier policies have priorities
+# and may Pass (to the default: allowed).
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: admin-accept-obs}
+spec:
+  tier: Admin
+  priority: 3
+  subject: {namespaces: {matchLabels: {env: prod}}}
+  ingress:
+  - {name: obs-metrics, action: Accept, from: [{namespaces: {matchLabels: {team: obs}}}],
+     protocols: [{tcp: {destinationPort: {number: 9090}}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: baseline-late}
+spec:
+  tier: Baseline
+  priority: 20
+  subject: {namespaces: {matchLabels: {env: staging}}}
+  ingress:
+  - {name: deny-all, action: Deny, from: [{namespaces: {}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: baseline-early}
+spec:
+  tier: Baseline
+  priority: 10
+  subject: {pods: {podSelector: {matchLabels: {app: box}}}}
+  ingress:
+  - {name: pass-prod, action: Pass, from: [{namespaces: {matchLabels: {env: prod}}}]}
+  - {name: accept-udp-range, action: Accept, from: [{namespaces: {}}],
+     protocols: [{udp: {destinationPort: {range: {start: 9000, end: 9001}}}}]}
+"""
+
+
+CNP_TABLE = [
+    ("monitor/prom", "prod/api", 9090, "TCP", True, "allowed by ClusterNetworkPolicy admin-accept-obs (admin tier, priority 3)",
+     "Accept in the admin tier is final, like Allow: prod's default-deny is not consulted"),
+    ("monitor/prom", "prod/api", 9091, "TCP", False, "isolated by prod/api-from-web",
+     "protocols restrict the Accept to 9090/TCP; NetworkPolicies decide the rest"),
+    ("staging/tool", "staging/box", 9000, "TCP", False, "denied by ClusterNetworkPolicy baseline-late (baseline tier, priority 20)",
+     "baseline tier by priority: priority 10 has no match (UDP range, peer prod), priority 20 denies"),
+    ("staging/tool", "staging/box", 9001, "UDP", True, "allowed by ClusterNetworkPolicy baseline-early (baseline tier, priority 10)",
+     "the range is inclusive, and priority 10 comes before priority 20 in the baseline tier"),
+]
+
+
+def test_cluster_network_policy_tiers():
+    e = _engine_of(NETWORK_POLICIES, CLUSTER_NETWORK_POLICIES)
+    for src, dst, port, proto, allowed, decider, why in CNP_TABLE:
+        v = e.evaluate(endpoint(e, src), endpoint(e, dst), port, proto)
+        assert v.allowed == allowed, f"{why}\n{v.explain()}"
+        assert decider in v.ingress.explain(), f"{why}: {decider!r} not in\n{v.ingress.explain()}"
+    # a baseline-tier Pass ends the baseline tier: the default applies (allowed), though a
+    # later baseline policy (baseline-late) would deny
+    v = e.evaluate(endpoint(e, "prod/web"), endpoint(e, "staging/box"), 9000)
+    assert v.ingress.allowed and v.ingress.baseline.action == "Pass", v.ingress.explain()
+    assert "passed by ClusterNetworkPolicy baseline-early (baseline tier, priority 10)" in v.ingress.explain()
+    assert not v.allowed and v.egress.tier == "networkpolicy"  # prod/web's own egress policies deny it

@@ -36,6 +36,30 @@ def banp() -> dict:
                      "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}}
 
 
+def cnp() -> dict:
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "guard"},
+            "spec": {"tier": "Baseline", "priority": 3,
+                     "subject": {"pods": {"podSelector": {"matchLabels": {"app": "db"}}}},
+                     "ingress": [{"action": "Accept", "from": [{"namespaces": {}}],
+                                  "protocols": [{"tcp": {"destinationPort": {"number": 5432}}},
+                                                {"udp": {"destinationPort": {"range": {"start": 5000, "end": 5100}}}},
+                                                {"destinationNamedPort": "metrics"}]}],
+                     "egress": [{"action": "Pass", "to": [{"networks": ["10.0.0.0/8"]}]}]}}
+
+
+def test_a_cluster_network_policy_parses_with_its_tier_and_protocols():
+    result = parse_admin_policy(cnp())
+    assert result.ok, result.errors
+    p = result.policy
+    assert (p.kind, p.tier, p.priority) == ("ClusterNetworkPolicy", "baseline", 3)
+    assert p.namespace_selector.is_empty  # v1alpha2: namespaceSelector may be left out (every namespace)
+    tcp, udp, named = p.ingress[0].ports
+    assert (tcp.protocol, tcp.port, tcp.end_port) == ("TCP", 5432, None)
+    assert (udp.protocol, udp.port, udp.end_port) == ("UDP", 5000, 5100)
+    assert named.name == "metrics" and p.ingress[0].allows and p.egress[0].action == "Pass"
+
+
 def test_an_admin_network_policy_parses_into_the_model_with_defaults():
     result = parse_admin_policy(anp())
     assert result.ok, result.errors
@@ -120,6 +144,26 @@ CASES = [
     (banp, "spec.priority", 5, "spec.priority", "Unknown field", "known fields"),
     (banp, "spec.egress", [{"action": "Deny", "to": [{"domainNames": ["example.com"]}]}],
      "spec.egress[0].to[0].domainNames", "Unknown field", "egress peer"),
+    (anp, "spec.ingress[0].action", "Accept", "spec.ingress[0].action", "Unsupported value", "v1alpha1 says Allow"),
+    (cnp, "spec.tier", ..., "spec.tier", "Required value", "Admin"),
+    (cnp, "spec.tier", "admin", "spec.tier", "Unsupported value", "case-sensitive"),
+    (cnp, "spec.priority", ..., "spec.priority", "Required value", "0 to 1000"),
+    (cnp, "apiVersion", "policy.networking.k8s.io/v1alpha1", "apiVersion", "Unsupported value", "v1alpha2"),
+    (cnp, "spec.ingress[0].action", "Allow", "spec.ingress[0].action", "Unsupported value", "calls it Accept"),
+    (cnp, "spec.ingress[0].ports", [{"portNumber": {"port": 80}}], "spec.ingress[0].ports", "Unknown field",
+     "known fields: action, from, name, protocols"),
+    (cnp, "spec.ingress[0].protocols[0].tcp", {}, "spec.ingress[0].protocols[0].tcp.destinationPort",
+     "Required value", "needs a destinationPort"),
+    (cnp, "spec.ingress[0].protocols[1].udp.destinationPort.range.end", 4000,
+     "spec.ingress[0].protocols[1].udp.destinationPort.range", "Invalid value", "Start port must be less than End"),
+    (cnp, "spec.ingress[0].protocols[0].tcp.destinationPort.range", {"start": 1, "end": 2},
+     "spec.ingress[0].protocols[0].tcp.destinationPort", "Forbidden", "exactly one of"),
+    (cnp, "spec.ingress[0].protocols[2].tcp", {"destinationPort": {"number": 80}}, "spec.ingress[0].protocols[2]",
+     "Forbidden", "exactly one of"),
+    (cnp, "spec.egress[0].protocols", [{"destinationNamedPort": "http"}], "spec.egress[0]", "Invalid value",
+     "cannot be set with namedPorts"),
+    (cnp, "spec.ingress", [{"action": "Deny", "from": [{"namespaces": {}}]}] * 26, "spec.ingress", "Too many",
+     "at most 25"),
 ]
 
 

@@ -182,20 +182,59 @@ def test_a_baseline_not_named_default_is_refused(tmp_path):
     assert r.returncode == 2 and "metadata.name" in r.stderr and "default" in r.stderr, r.stderr
 
 
-def test_a_cluster_network_policy_in_view_is_said_to_be_ignored(tmp_path):
+CNP = """\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: lock-api}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {pods: {podSelector: {matchLabels: {app: api}}}}
+  ingress:
+  - name: only-http-from-shop
+    action: Deny
+    from: [{namespaces: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [shop]}]}}]
+  - {action: Accept, from: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {number: 9090}}}]}
+"""
+
+
+def test_a_cluster_network_policy_is_evaluated(tmp_path):
     cnp = tmp_path / "cnp.yaml"
-    cnp.write_text("apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
-                   "metadata: {name: deny-all}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
-                   "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n")
+    cnp.write_text(CNP)
     r = cli("simulate", "--cluster", "examples/cluster", "--cluster", str(cnp),
+            "--from", "shop/frontend", "--to", "shop/api", "--port", "9090", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    verdict = json.loads(r.stdout)
+    # Accept beats the shop's NetworkPolicies on api's ingress; frontend's own egress policies still deny 9090
+    assert verdict["ingress"]["allowed"] is True and verdict["ingress"]["tier"] == "admin"
+    assert verdict["egress"]["allowed"] is False and verdict["allowed"] is False
+    assert verdict["ingress"]["adminRule"] == {"kind": "ClusterNetworkPolicy", "name": "lock-api", "tier": "admin",
+                                               "action": "Accept", "rule": 1, "ruleName": "",
+                                               "path": "spec.ingress[1].from[0]", "priority": 1}
+    r = cli("simulate", "--cluster", "examples/cluster", "--cluster", str(cnp),
+            "--from", "monitoring/prometheus", "--to", "shop/api", "--port", "9090")
+    assert ("denied by ClusterNetworkPolicy lock-api (admin tier, priority 1) spec.ingress[0].from[0] "
+            "'only-http-from-shop'") in r.stdout, r.stdout
+
+
+def test_other_plugins_policy_kinds_are_said_to_be_ignored(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: shop}\n"
+                     "spec: {endpointSelector: {}}\n---\n"
+                     "apiVersion: crd.antrea.io/v1beta1\nkind: ClusterNetworkPolicy\nmetadata: {name: y}\n"
+                     "spec: {priority: 5, tier: securityops}\n")
+    r = cli("simulate", "--cluster", "examples/cluster", "--cluster", str(other),
             "--from", "shop/frontend", "--to", "shop/api", "--port", "8080")
     assert r.returncode == 0, r.stderr
-    assert "1 ClusterNetworkPolicy object in view NOT evaluated" in r.stdout
-    r = cli("simulate", "--cluster", "examples/cluster", "--cluster", str(cnp), "--from", "shop/frontend",
+    assert "note: 1 CiliumNetworkPolicy (cilium.io/v2) object in view NOT evaluated" in r.stdout
+    assert "note: 1 ClusterNetworkPolicy (crd.antrea.io/v1beta1) object in view NOT evaluated" in r.stdout
+    r = cli("simulate", "--cluster", "examples/cluster", "--cluster", str(other), "--from", "shop/frontend",
             "--to", "shop/api", "--port", "8080", "--format", "json")
-    assert json.loads(r.stdout)["notEvaluated"] == {"ClusterNetworkPolicy": 1}
-    r = cli("lint", "--cluster", str(cnp), "examples/cluster/shop-policies.yaml")
-    assert "1 ClusterNetworkPolicy object in view, not evaluated" in r.stdout
+    assert json.loads(r.stdout)["notEvaluated"] == {"CiliumNetworkPolicy (cilium.io/v2)": 1,
+                                                    "ClusterNetworkPolicy (crd.antrea.io/v1beta1)": 1}
+    r = cli("lint", "--cluster", str(other), "examples/cluster/shop-policies.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "1 CiliumNetworkPolicy (cilium.io/v2) object in view, not evaluated" in r.stdout
 
 
 def test_lint_reports_admin_policies_and_every_rule_runs_unchanged(capsys, monkeypatch):

@@ -1,10 +1,11 @@
-"""AdminNetworkPolicies and the BaselineAdminNetworkPolicy from manifests, into a cluster view.
+"""Admin network policies from manifests, into a cluster view: AdminNetworkPolicy and
+BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1), ClusterNetworkPolicy (v1alpha2).
 
 `lint` and `simulate` both call this: an admin policy the API server would refuse is unusable
 input (exit 2) naming file, line, object and field, because any verdict over a cluster that
-cannot exist would be a guess. Kinds of the same API group that the engine does not evaluate
-(ClusterNetworkPolicy, policy.networking.k8s.io/v1alpha2) are recorded on the view so every
-answer can say they were left out.
+cannot exist would be a guess. Other plugins' policy kinds (CiliumNetworkPolicy, Calico's
+GlobalNetworkPolicy, Antrea's ClusterNetworkPolicy, ...) also change what traffic flows, and
+the engine does not evaluate them: they are recorded on the view so every answer can say so.
 """
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from typing import Iterable, Mapping
 
 from webhook.cluster.files import Document, InputError
 from webhook.cluster.view import ClusterView
-from webhook.policy.parse_admin import parse_admin_policy
-
-# Kinds whose effect on traffic the engine does not evaluate, though a view may hold them.
-NOT_EVALUATED_KINDS = ("ClusterNetworkPolicy",)
+from webhook.policy.parse_admin import is_admin_kind, parse_admin_policy
 
 
 def add_admin_policies(view: ClusterView, docs: Iterable[Document]) -> None:
-    """Parse every document and put it into the view; InputError on the first invalid one."""
+    """Parse every admin policy and put it into the view (InputError on the first invalid one);
+    count the other policy kinds in view.not_evaluated."""
     seen: dict[str, Document] = {}
     for doc in docs:
+        if not is_admin_kind(doc.obj):
+            label = f"{doc.kind} ({doc.obj.get('apiVersion')})"
+            view.not_evaluated[label] = view.not_evaluated.get(label, 0) + 1
+            continue
         origin = doc.origin()
         result = parse_admin_policy(doc.obj, origin=origin)
         if not result.ok:
@@ -38,11 +41,6 @@ def add_admin_policies(view: ClusterView, docs: Iterable[Document]) -> None:
                                        f"(also at {where}); a cluster holds one object per name", doc.line)
         seen[policy.key] = doc
         view.upsert_admin_policy(policy)
-
-
-def note_not_evaluated(view: ClusterView, kinds: Mapping[str, int]) -> None:
-    """Remember which kinds the view was given but the engine does not evaluate."""
-    view.not_evaluated = {k: kinds[k] for k in NOT_EVALUATED_KINDS if kinds.get(k)}
 
 
 def _name(obj: Mapping) -> str:

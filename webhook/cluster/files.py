@@ -23,9 +23,13 @@ from webhook.policy.model import Origin
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 USED_KINDS = {"Namespace", "Pod", "Service", "NetworkPolicy", *WORKLOAD_TEMPLATES}
-# Cluster-scoped policies around NetworkPolicies (policy.networking.k8s.io/v1alpha1): parsed by
-# the caller into the view, like context NetworkPolicies (see cluster/admin_policies.py).
-ADMIN_POLICY_KINDS = ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy")
+
+
+def is_other_policy_kind(kind: str) -> bool:
+    """Policy kinds beside the NetworkPolicy: AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    ClusterNetworkPolicy, and other plugins' (CiliumNetworkPolicy, GlobalNetworkPolicy, ...).
+    The caller evaluates or reports them (see cluster/admin_policies.py), never drops them."""
+    return kind != "NetworkPolicy" and kind.endswith("NetworkPolicy")
 
 
 class InputError(Exception):
@@ -161,8 +165,7 @@ def _expand(obj: Mapping[str, Any], node: Any, file: str, line: int) -> list[Doc
             iline = inode.start_mark.line + 1 if inode is not None else line
             docs.extend(_expand(_check_object(item, file, iline), inode, file, iline))
         return docs
-    lines = (field_lines(node) if (obj["kind"] == "NetworkPolicy" or obj["kind"] in ADMIN_POLICY_KINDS)
-             and node is not None else {})
+    lines = field_lines(node) if obj["kind"].endswith("NetworkPolicy") and node is not None else {}
     return [Document(file, line, obj, lines)]
 
 
@@ -248,7 +251,7 @@ class Snapshot:
     kinds: Counter
     files: int
     context_policy_docs: list[Document] = field(default_factory=list)  # from --cluster: context only
-    admin_policy_docs: list[Document] = field(default_factory=list)  # (Baseline)AdminNetworkPolicies, anywhere
+    admin_policy_docs: list[Document] = field(default_factory=list)  # is_other_policy_kind(), anywhere
 
 
 def add_to_view(view: ClusterView, doc: Document) -> None:
@@ -310,7 +313,7 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = ()) -> Sn
                 kinds[doc.kind] += 1
                 if doc.kind == "NetworkPolicy":
                     (policy_docs if is_checked else context_policies).append(doc)
-                elif doc.kind in ADMIN_POLICY_KINDS:
+                elif is_other_policy_kind(doc.kind):
                     admin_policies.append(doc)
                 else:
                     add_to_view(view, doc)

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
-    from webhook.cluster.admin_policies import add_admin_policies, note_not_evaluated
+    from webhook.cluster.admin_policies import add_admin_policies
     from webhook.cluster.files import InputError, load_snapshot
     from webhook.config import ConfigError, load
     from webhook.rules.base import REGISTRY
@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
         add_admin_policies(snap.view, snap.admin_policy_docs)
     except InputError as exc:
         raise UsageError(str(exc)) from None
-    note_not_evaluated(snap.view, snap.kinds)
     reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
                         [(d.obj, d.origin()) for d in snap.context_policy_docs])
     findings = [f for r in reports for f in r.findings]
@@ -106,7 +105,7 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
                      "Deny can override what a finding says); `netpol-guard simulate` evaluates them")
     for kind, n in sorted(snap.view.not_evaluated.items()):
         notes.append(f"{n} {kind} object{'s' if n != 1 else ''} in view, not evaluated "
-                     "(policy.networking.k8s.io/v1alpha2 is not supported yet)")
+                     "(another network plugin's policy kind)")
     for n in notes:
         out.write(f"note: {n}\n")
     out.write(f"checked {summary['policies']} NetworkPolicies: {summary['errors']} errors, "

@@ -11,8 +11,8 @@ HELP = "answer whether traffic is allowed and which policies decide it; matrix a
 DESCRIPTION = """\
 Evaluates NetworkPolicies over a cluster described by manifests (--cluster; files or
 directories, may be repeated): Namespaces, Pods, workloads, Services and NetworkPolicies,
-and AdminNetworkPolicies and the BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1)
-where given: admin tier by priority, then NetworkPolicies, then the baseline.
+and, where given, AdminNetworkPolicies, the BaselineAdminNetworkPolicy and ClusterNetworkPolicies
+(policy.networking.k8s.io): admin tier by priority, then NetworkPolicies, then the baseline.
 
   --from NS/NAME --to NS/NAME   one flow: allowed or denied, and the policies and rules
                                 that decide each side (the source's egress, the
@@ -106,7 +106,7 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
     A policy the API server would refuse is unusable input (exit 2): simulating a cluster
     that cannot exist answers nothing.
     """
-    from webhook.cluster.admin_policies import add_admin_policies, note_not_evaluated
+    from webhook.cluster.admin_policies import add_admin_policies
     from webhook.cluster.files import InputError, load_snapshot
     from webhook.policy.engine import Engine
     from webhook.policy.parse import parse_policy
@@ -124,7 +124,6 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
                                        f"it): {err}; `netpol-guard lint` lists every problem", line)
         snap.view.upsert_policy(result.policy)
     add_admin_policies(snap.view, snap.admin_policy_docs)
-    note_not_evaluated(snap.view, snap.kinds)
     return Engine(snap.view, ip_block_matches_pods)
 
 
@@ -138,9 +137,8 @@ def admin_summary(engine) -> list[str]:
         tiers += [p.describe() for p in admins if p.tier == "baseline"]
         lines.append("evaluated in this order: " + ", ".join(tiers))
     for kind, n in sorted(engine.view.not_evaluated.items()):
-        lines.append(f"note: {n} {kind} object{'s' if n != 1 else ''} in view NOT evaluated "
-                     "(policy.networking.k8s.io/v1alpha2 is not supported yet): the answers below ignore "
-                     f"{'them' if n != 1 else 'it'}")
+        lines.append(f"note: {n} {kind} object{'s' if n != 1 else ''} in view NOT evaluated (another network "
+                     f"plugin's policy kind): the answers below ignore {'them' if n != 1 else 'it'}")
     return lines
 
 

@@ -12,13 +12,14 @@ Semantics (see design.md), in the order they are applied:
 - A named port resolves against the destination pod's container ports, per protocol.
 - Endpoints outside the cluster (plain IPs) have no policies: their side always allows.
 
-AdminNetworkPolicies and the BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1),
-when the view holds any, wrap that decision per side (see docs/simulate.md):
-- admin tier: the AdminNetworkPolicies whose subject selects the pod, lowest priority
-  number first, each one's rules in written order; the first rule that matches decides.
-  Allow and Deny are final; Pass skips every remaining admin rule.
+Admin network policies (policy.networking.k8s.io: v1alpha1 AdminNetworkPolicy and
+BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy), when the view holds any, wrap
+that decision per side (see docs/simulate.md):
+- admin tier: the admin-tier policies whose subject selects the pod, lowest priority number
+  first, each one's rules in written order; the first rule that matches decides. Allow
+  (Accept) and Deny are final; Pass skips every remaining admin rule.
 - then the NetworkPolicies above, if any isolates the pod for the direction;
-- else the baseline: the BaselineAdminNetworkPolicy's first matching rule, Allow or Deny;
+- else the baseline tier, in the same way; a Pass there ends it;
 - else allowed.
 Peers the view cannot decide (a Node, a domain name, a CIDR against a pod whose IP is not
 known) are assumed not to match, and the verdict says so in a caveat.
@@ -33,7 +34,7 @@ from typing import Iterable, Optional
 from webhook.cluster.objects import Pod
 from webhook.cluster.view import ClusterView
 from webhook.policy.model import (
-    ADMIN_KIND, ALLOW, EGRESS, INGRESS, PASS, PEER_DOMAIN_NAMES, PEER_NAMESPACES, PEER_NETWORKS, PEER_NODES,
+    ACCEPT, ADMIN_TIER, ALLOW, CLUSTER_KIND, DENY, EGRESS, INGRESS, PASS, PEER_DOMAIN_NAMES, PEER_NAMESPACES, PEER_NETWORKS, PEER_NODES,
     PEER_PODS, AdminPeer, AdminPolicy, AdminPort, AdminRule, NetworkPolicy, Peer, PortSpec, Rule,
 )
 
@@ -97,6 +98,11 @@ class AdminMatch:
     action: str
     peer: Optional[int] = None
     port: Optional[int] = None
+    tier: str = ADMIN_TIER
+
+    @property
+    def allows(self) -> bool:
+        return self.action == ALLOW or self.action == ACCEPT
 
     @property
     def path(self) -> str:
@@ -105,12 +111,10 @@ class AdminMatch:
             p += f".{'from' if self.direction == INGRESS else 'to'}[{self.peer}]"
         return p
 
-    @property
-    def tier(self) -> str:
-        return "admin" if self.kind == ADMIN_KIND else "baseline"
-
     def describe(self) -> str:
         prio = f" (priority {self.priority})" if self.priority is not None else ""
+        if self.kind == CLUSTER_KIND:
+            prio = f" ({self.tier} tier, priority {self.priority})"
         rule = f" {self.rule_name!r}" if self.rule_name else ""
         return f"{self.kind} {self.name}{prio} {self.path}{rule}"
 
@@ -141,11 +145,11 @@ class SideVerdict:
     @property
     def allowed(self) -> bool:
         if self.admin is not None:
-            return self.admin.action == ALLOW
+            return self.admin.allows
         if self.isolated:
             return bool(self.allowed_by)
         if self.baseline is not None:
-            return self.baseline.action == ALLOW
+            return self.baseline.action != DENY  # a baseline Pass leaves the default: allowed
         return True
 
     @property
@@ -168,6 +172,9 @@ class SideVerdict:
             elif self.isolated:
                 text = (f"{side} {self.endpoint}: {then}denied: isolated by " + ", ".join(self.selecting)
                         + " and no rule of theirs allows it")
+            elif self.baseline is not None and self.baseline.action == PASS:
+                text = (f"{side} {self.endpoint}: {then}passed by {self.baseline.describe()}, the last tier: allowed "
+                        "(no NetworkPolicy isolates it)")
             elif self.baseline is not None:
                 text = f"{side} {self.endpoint}: {then}{word} by {self.baseline.describe()} (no NetworkPolicy isolates it)"
             elif self.endpoint and "/" not in self.endpoint:
@@ -208,6 +215,8 @@ class SideVerdict:
             return then + "allowed by " + ", ".join(r.describe() for r in self.allowed_by)
         if self.isolated:
             return then + "denied: isolated by " + ", ".join(self.selecting) + ", no rule allows"
+        if self.baseline is not None and self.baseline.action == PASS:
+            return f"{then}passed by {self.baseline.describe()}, allowed"
         if self.baseline is not None:
             return f"{then}{word} by {self.baseline.describe()}"
         return then + "not isolated"
@@ -395,12 +404,13 @@ class Engine:
 
     # --- AdminNetworkPolicy and BaselineAdminNetworkPolicy ----------------------------------
     def admin_policies(self) -> list[AdminPolicy]:
-        """The view's admin policies, admin tier in evaluation order (priority, then name - the
-        API leaves equal priorities to the implementation; verdicts say when that matters),
-        then the baseline. Built once per view generation."""
+        """The view's admin policies in evaluation order: the admin tier, then the baseline tier;
+        within a tier by priority, then kind and name (the API leaves equal priorities to the
+        implementation; verdicts say when that matters; the v1alpha1 baseline, which has no
+        priority, comes after v1alpha2 baseline policies). Built once per view generation."""
         return self.view.memo(("admin-policies",), lambda: sorted(
             self.view.admin_policies(),
-            key=lambda p: (p.kind != ADMIN_KIND, p.priority if p.priority is not None else 0, p.name)))
+            key=lambda p: (p.tier != ADMIN_TIER, p.priority if p.priority is not None else 1001, p.kind, p.name)))
 
     def admin_selecting(self, pod: Pod, direction: str) -> list[AdminPolicy]:
         """Admin policies whose subject selects `pod` and which have rules for the direction
@@ -467,7 +477,7 @@ class Engine:
             hit = self.admin_peer_matches(peer, peer_endpoint)
             if hit:
                 return AdminMatch(policy.kind, policy.name, policy.priority, rule.direction, rule.index,
-                                  rule.name, rule.action, peer.index, port_idx), None
+                                  rule.name, rule.action, peer.index, port_idx, policy.tier), None
             if hit is None and unsure is None:
                 unsure = peer
         return None, unsure
@@ -504,7 +514,7 @@ class Engine:
             return SideVerdict(direction, name, isolated=False, admin_in_view=True)
         pod = subject.pod
         applying = self.admin_selecting(pod, direction)
-        admins = [p for p in applying if p.kind == ADMIN_KIND]
+        admins = [p for p in applying if p.tier == ADMIN_TIER]
         caveats: list[str] = []
         decided = passed = None
         first = self._first_match(admins, direction, peer, port, protocol, destination, caveats)
@@ -536,11 +546,11 @@ class Engine:
                         allowed.append(ref)
             verdict = SideVerdict(direction, name, True, keys, tuple(allowed), passed=passed, admin_in_view=True)
         else:
-            baselines = [p for p in applying if p.kind != ADMIN_KIND]
+            baselines = [p for p in applying if p.tier != ADMIN_TIER]
             found = self._first_match(baselines, direction, peer, port, protocol, destination, caveats)
             verdict = SideVerdict(direction, name, False, (), (), passed=passed,
                                   baseline=found[1] if found else None, admin_in_view=True)
         # A rule that might have matched matters only if it would have changed the answer.
         notes = tuple(text for text, action in caveats
-                      if action is None or action == PASS or (action == ALLOW) != verdict.allowed)
+                      if action is None or action == PASS or (action in (ALLOW, ACCEPT)) != verdict.allowed)
         return dataclasses.replace(verdict, caveats=notes) if notes else verdict

@@ -225,13 +225,17 @@ class NetworkPolicy:
         return isinstance(other, NetworkPolicy) and self.key == other.key and self.raw == other.raw
 
 
-# --- AdminNetworkPolicy and BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1) ---
+# --- Admin network policies (policy.networking.k8s.io) ---------------------------------------
 # Cluster-scoped policies from kubernetes-sigs/network-policy-api that network plugins which
-# implement them apply around NetworkPolicies: the admin tier first (Allow and Deny are final,
-# Pass hands over), then NetworkPolicies, then the baseline for pods no NetworkPolicy isolates.
+# implement them apply around NetworkPolicies: the admin tier first (Allow/Accept and Deny are
+# final, Pass hands over), then NetworkPolicies, then the baseline tier for pods no
+# NetworkPolicy isolates. v1alpha1 has AdminNetworkPolicy (admin tier) and the
+# BaselineAdminNetworkPolicy (baseline tier); v1alpha2 replaces both with ClusterNetworkPolicy,
+# whose `tier` says which.
 
 ADMIN_KIND, BASELINE_KIND = "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"
-ALLOW, DENY, PASS = "Allow", "Deny", "Pass"
+CLUSTER_KIND = "ClusterNetworkPolicy"
+ALLOW, ACCEPT, DENY, PASS = "Allow", "Accept", "Deny", "Pass"  # Accept: v1alpha2's word for Allow
 ADMIN_TIER, BASELINE_TIER = "admin", "baseline"
 
 # Peer kinds. The view knows no Nodes and resolves no domain names: rules with such peers
@@ -275,7 +279,11 @@ class AdminPort:
 class AdminRule:
     direction: str  # INGRESS or EGRESS
     index: int
-    action: str  # ALLOW, DENY or PASS
+    action: str  # ALLOW (ACCEPT in v1alpha2), DENY or PASS
+
+    @property
+    def allows(self) -> bool:
+        return self.action == ALLOW or self.action == ACCEPT
     peers: tuple[AdminPeer, ...]
     ports: Optional[tuple[AdminPort, ...]] = None  # None: every port
     name: str = ""
@@ -287,23 +295,21 @@ class AdminRule:
 
 @frozen_record(eq=False)
 class AdminPolicy:
-    """An AdminNetworkPolicy (tier admin, with a priority) or the BaselineAdminNetworkPolicy
-    (tier baseline, no priority). The subject selects pods by namespace labels, and by pod
-    labels when `pod_selector` is set (`subject.pods`)."""
+    """An AdminNetworkPolicy (admin tier, with a priority), the BaselineAdminNetworkPolicy
+    (baseline tier, no priority) or a ClusterNetworkPolicy (either tier, with a priority).
+    The subject selects pods by namespace labels, and by pod labels when `pod_selector` is
+    set (`subject.pods`)."""
 
-    kind: str  # ADMIN_KIND or BASELINE_KIND
+    kind: str  # ADMIN_KIND, BASELINE_KIND or CLUSTER_KIND
     name: str
     namespace_selector: LabelSelector
     pod_selector: Optional[LabelSelector] = None
     priority: Optional[int] = None
     ingress: tuple[AdminRule, ...] = ()
     egress: tuple[AdminRule, ...] = ()
+    tier: str = ADMIN_TIER  # ADMIN_TIER or BASELINE_TIER
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     origin: Optional[Origin] = None
-
-    @property
-    def tier(self) -> str:
-        return ADMIN_TIER if self.kind == ADMIN_KIND else BASELINE_TIER
 
     @property
     def key(self) -> str:
@@ -313,6 +319,8 @@ class AdminPolicy:
     def describe(self) -> str:
         if self.priority is None:
             return f"{self.kind} {self.name}"
+        if self.kind == CLUSTER_KIND:
+            return f"{self.kind} {self.name} ({self.tier} tier, priority {self.priority})"
         return f"{self.kind} {self.name} (priority {self.priority})"
 
     def rules_for(self, direction: str) -> tuple[AdminRule, ...]:
