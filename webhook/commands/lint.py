@@ -11,7 +11,9 @@ HELP = "check NetworkPolicy manifests (files or directories) against the rules"
 DESCRIPTION = """\
 Checks every NetworkPolicy found in PATH (files or directories; YAML or JSON; multi-document;
 kind: List). Every other object in PATH and in --cluster (Namespaces, Pods, workloads,
-Services, other NetworkPolicies) forms the cluster view the checks see.
+Services, other NetworkPolicies) forms the cluster view the checks see. AdminNetworkPolicies,
+BaselineAdminNetworkPolicies and ClusterNetworkPolicies are read too (one the API server would
+refuse is unusable input) and named in the summary; the checks look at NetworkPolicies alone.
 
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 
@@ -100,9 +102,10 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
     admin = _admin_counts(snap.view)
     if admin:
         held = " and ".join(f"{n} {kind if n == 1 else kind[:-1] + 'ies'}" for kind, n in admin.items())
-        notes.append(f"{held} in view: they take precedence over NetworkPolicies on clusters whose network "
-                     "plugin implements them, and these checks look at NetworkPolicies alone (an admin Allow or "
-                     "Deny can override what a finding says); `netpol-guard simulate` evaluates them")
+        notes.append(f"{held} in view: on clusters whose network plugin implements them the admin tier "
+                     "decides before NetworkPolicies (and the baseline after), and these checks look at "
+                     "NetworkPolicies alone (an admin Allow or Deny can override what a finding says); "
+                     "`netpol-guard simulate` evaluates them")
     for kind, n in sorted(snap.view.not_evaluated.items()):
         notes.append(f"{n} {kind} object{'s' if n != 1 else ''} in view, not evaluated "
                      "(another network plugin's policy kind)")
