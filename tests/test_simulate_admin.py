@@ -251,3 +251,28 @@ def test_lint_reports_admin_policies_and_every_rule_runs_unchanged(capsys, monke
     main(base[:2] + ["text"] + base[3:4] + ["examples/admin-policies"] + base[4:])
     text = capsys.readouterr().out
     assert "note: 5 AdminNetworkPolicies and 1 BaselineAdminNetworkPolicy in view" in text
+
+
+def test_diff_shows_what_adding_admin_policies_closes(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    base, old, new = tmp_path / "base", tmp_path / "old", tmp_path / "new"
+    for d in (base, old, new):
+        d.mkdir()
+    for f in ("00-namespaces.yaml", "shop.yaml", "monitoring.yaml", "kube-system.yaml", "ingress-nginx.yaml"):
+        shutil.copy(os.path.join(ROOT, "examples", "cluster", f), base)
+    for d in (old, new):
+        shutil.copy(os.path.join(ROOT, "examples", "cluster", "shop-policies.yaml"), d)
+    for f in ("admin-network-policies.yaml", "baseline-admin-network-policy.yaml"):
+        shutil.copy(os.path.join(ROOT, "examples", "admin-policies", f), new)
+    monkeypatch.chdir(ROOT)
+    assert main(["simulate", "--cluster", str(base), "--diff", str(old), str(new), "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    # the baseline closes monitoring to everyone but itself; the data-tier lockdown closes nothing the
+    # shop allowed (api -> db is passed to the shop's policies first); nothing opens: the admin
+    # Allows (DNS, prometheus scraping `metrics`) grant what the shop's own policies already allowed
+    assert [(c["from"], c["to"], c["port"]) for c in d["closed"]] == [
+        ("ingress-nginx/daemonset/ingress-nginx-controller", "monitoring/statefulset/prometheus", 9090),
+        ("kube-system/deployment/coredns", "monitoring/statefulset/prometheus", 9090)]
+    assert d["opened"] == []
+    assert "BaselineAdminNetworkPolicy default" in d["closed"][0]["after"]
