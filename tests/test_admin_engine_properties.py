@@ -24,6 +24,7 @@ from tests.test_engine_properties import (
 )
 from webhook.cluster.objects import NAME_LABEL
 from webhook.policy.engine import Endpoint, Engine
+from webhook.policy.matrix import PortQuery, compute
 from webhook.policy.parse_admin import parse_admin_policy
 
 API = "policy.networking.k8s.io/v1alpha1"
@@ -244,6 +245,14 @@ def test_engine_agrees_with_the_tiered_reference(cluster, admin):
             assert side.caveats == (), side.caveats  # every pod has an IP, priorities are distinct
             if side.admin is not None:  # an admin decision names a rule of that action
                 assert side.allowed == (side.admin.action == "Allow")
+    # the matrix decides each cell its own way (per endpoint class, ingress only after egress
+    # allows): it must agree with the flow verdicts
+    endpoints = [Endpoint.of_pod(pod_objs[p["name"]]) for p in cluster["pods"]] + [Endpoint.of_ip(ip) for ip in EXTERNAL]
+    for port, proto in FLOW_PORTS[:3]:
+        for cell in compute(engine, endpoints, endpoints, PortQuery(port, proto)).cells:
+            src = next(e for e in endpoints if e.describe() == cell.source)
+            dst = next(e for e in endpoints if e.describe() == cell.destination)
+            assert cell.allowed == engine.evaluate(src, dst, port, proto).allowed, (cell.key, cell.verdict.explain())
 
 
 @SETTINGS

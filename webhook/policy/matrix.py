@@ -269,20 +269,19 @@ def compute(engine: Engine, sources: Sequence[Endpoint], destinations: Sequence[
 def _compute_with_admin(engine: Engine, srcs: list, dsts: list, query: Optional[PortQuery]) -> Matrix:
     """The matrix when admin policies are in view: their rules are ordered (first match
     decides, per side), which the allowed-set unions above do not express, so each cell is
-    engine.evaluate() itself, once per (source class, destination class, port)."""
-    verdicts: dict[tuple, Verdict] = {}
+    decided by the engine's own sides, once per (source class, destination class, port); the
+    ingress side only when the egress side allows. Full verdicts are built when read."""
+    allowed: dict[tuple, bool] = {}
     cells: list[Cell] = []
     for s, s_name, s_cls in srcs:
         for d, d_name, d_cls, ports in dsts:
             for port, proto in ports:
                 key = (s_cls, d_cls, port, proto)
-                v = verdicts.get(key)
-                if v is None:
-                    v = verdicts[key] = engine.evaluate(s, d, port, proto)
-                    verdict = v
-                else:  # same classes, same decision; the names in the verdict are the first pair's
-                    verdict = None
-                cells.append(Cell(s, d, port, proto, v.allowed, engine, (s_name, d_name), verdict))
+                ok = allowed.get(key)
+                if ok is None:
+                    ok = allowed[key] = (engine.side(EGRESS, s, d, port, proto, d).allowed
+                                         and engine.side(INGRESS, d, s, port, proto, d).allowed)
+                cells.append(Cell(s, d, port, proto, ok, engine, (s_name, d_name)))
     not_applicable = {name for _, name, _, ports in dsts if not ports}
     return Matrix([x[1] for x in srcs], [x[1] for x in dsts], query, cells, not_applicable)
 
