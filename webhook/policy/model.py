@@ -1,4 +1,5 @@
-"""The typed, immutable NetworkPolicy model, with the API server's defaulting applied.
+"""The typed, immutable NetworkPolicy model, with the API server's defaulting applied; and the
+admin network policies of policy.networking.k8s.io (AdminPolicy, at the end).
 
 Parsing and validation live in parse.py; this module only says what a policy *is*.
 Absent and empty lists are kept apart where the difference is a mistake users make
