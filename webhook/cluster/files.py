@@ -25,6 +25,13 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 USED_KINDS = {"Namespace", "Pod", "Service", "NetworkPolicy", *WORKLOAD_TEMPLATES}
 
 
+def is_other_policy_kind(kind: str) -> bool:
+    """Policy kinds beside the NetworkPolicy: AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    ClusterNetworkPolicy, and other plugins' (CiliumNetworkPolicy, GlobalNetworkPolicy, ...).
+    The caller evaluates or reports them (see cluster/admin_policies.py), never drops them."""
+    return kind != "NetworkPolicy" and kind.endswith("NetworkPolicy")
+
+
 class InputError(Exception):
     """Unusable input: the message names the file (and line where known)."""
 
@@ -113,7 +120,7 @@ def _expand(obj: Mapping[str, Any], node: Any, file: str, line: int) -> list[Doc
             iline = inode.start_mark.line + 1 if inode is not None else line
             docs.extend(_expand(_check_object(item, file, iline), inode, file, iline))
         return docs
-    lines = field_lines(node) if obj["kind"] == "NetworkPolicy" and node is not None else {}
+    lines = field_lines(node) if obj["kind"].endswith("NetworkPolicy") and node is not None else {}
     return [Document(file, line, obj, lines)]
 
 
@@ -192,6 +199,7 @@ class Snapshot:
     kinds: Counter
     files: int
     context_policy_docs: list[Document] = field(default_factory=list)  # from --cluster: context only
+    admin_policy_docs: list[Document] = field(default_factory=list)  # is_other_policy_kind(), anywhere
 
 
 def add_to_view(view: ClusterView, doc: Document) -> None:
@@ -242,6 +250,7 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = ()) -> Sn
     kinds: Counter = Counter()
     policy_docs: list[Document] = []
     context_policies: list[Document] = []
+    admin_policies: list[Document] = []
     checked = find_files(paths)
     checked_set = set(checked)
     context = [f for f in find_files(cluster_paths) if f not in checked_set]
@@ -252,6 +261,8 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = ()) -> Sn
                 kinds[doc.kind] += 1
                 if doc.kind == "NetworkPolicy":
                     (policy_docs if is_checked else context_policies).append(doc)
+                elif is_other_policy_kind(doc.kind):
+                    admin_policies.append(doc)
                 else:
                     add_to_view(view, doc)
-    return Snapshot(view, policy_docs, kinds, len(checked) + len(context), context_policies)
+    return Snapshot(view, policy_docs, kinds, len(checked) + len(context), context_policies, admin_policies)

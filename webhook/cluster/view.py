@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
 from webhook.cluster.objects import NAME_LABEL, Namespace, Pod, Service
-from webhook.policy.model import NetworkPolicy
+from webhook.policy.model import AdminPolicy, NetworkPolicy
 from webhook.policy.selectors import LabelSelector
 
 ALL = object()  # sentinel: "no narrowing possible"
@@ -96,6 +96,11 @@ class ClusterView:
         self._services_by_ns: dict[str, dict[str, Service]] = defaultdict(dict)
         self._service_port_ns: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
         self._policies: dict[str, dict[str, NetworkPolicy]] = defaultdict(dict)
+        # AdminNetworkPolicies and the BaselineAdminNetworkPolicy, by kind/name (cluster-scoped).
+        self._admin_policies: dict[str, AdminPolicy] = {}
+        # kind -> count, for objects the view was given whose effect on traffic the engine does
+        # not evaluate (ClusterNetworkPolicy): answers say so instead of silently ignoring them.
+        self.not_evaluated: dict[str, int] = {}
         # Immutable snapshots of a summary key's namespace set, handed to readers that
         # iterate outside the lock. Built on first read, dropped only when that key's
         # namespace membership changes (a namespace gains or loses the port: rare), so a
@@ -241,6 +246,16 @@ class ClusterView:
     def delete_policy(self, namespace: str, name: str) -> None:
         with self.lock:
             self._policies.get(namespace, {}).pop(name, None)
+            self._touch()
+
+    def upsert_admin_policy(self, policy: AdminPolicy) -> None:
+        with self.lock:
+            self._admin_policies[policy.key] = policy
+            self._touch()
+
+    def delete_admin_policy(self, kind: str, name: str) -> None:
+        with self.lock:
+            self._admin_policies.pop(f"{kind}/{name}", None)
             self._touch()
 
     def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
@@ -392,6 +407,11 @@ class ClusterView:
 
     def policy(self, namespace: str, name: str) -> NetworkPolicy | None:
         return self._policies.get(namespace, {}).get(name)
+
+    def admin_policies(self) -> list[AdminPolicy]:
+        """AdminNetworkPolicies and BaselineAdminNetworkPolicies, in no particular order."""
+        with self.lock:
+            return list(self._admin_policies.values())
 
     def policy_count(self) -> int:
         return sum(len(d) for d in self._policies.values())

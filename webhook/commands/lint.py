@@ -11,7 +11,9 @@ HELP = "check NetworkPolicy manifests (files or directories) against the rules"
 DESCRIPTION = """\
 Checks every NetworkPolicy found in PATH (files or directories; YAML or JSON; multi-document;
 kind: List). Every other object in PATH and in --cluster (Namespaces, Pods, workloads,
-Services, other NetworkPolicies) forms the cluster view the checks see.
+Services, other NetworkPolicies) forms the cluster view the checks see. AdminNetworkPolicies,
+BaselineAdminNetworkPolicies and ClusterNetworkPolicies are read too (one the API server would
+refuse is unusable input) and named in the summary; the checks look at NetworkPolicies alone.
 
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 
@@ -36,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from webhook.bounded_text import bounded_finding
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
+    from webhook.cluster.admin_policies import add_admin_policies
     from webhook.cluster.files import InputError, load_snapshot
     from webhook.config import ConfigError, load
     from webhook.rules.base import REGISTRY
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         snap = load_snapshot(args.paths, args.cluster)
+        add_admin_policies(snap.view, snap.admin_policy_docs)
     except InputError as exc:
         raise UsageError(str(exc)) from None
     reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
@@ -66,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         summary["objects"] = dict(sorted(snap.kinds.items()))
         summary["files"] = snap.files
+        admin = _admin_counts(snap.view)
+        if admin:  # only then: a NetworkPolicy-only summary stays as it was
+            summary["adminPolicies"] = admin
+        if snap.view.not_evaluated:
+            summary["notEvaluated"] = dict(sorted(snap.view.not_evaluated.items()))
         json.dump({"findings": [f.to_dict() for f in findings], "summary": summary}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -91,7 +100,25 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
     if not snap.view.pods_known:
         notes.append("no Pods or workloads in view: pod selectors were not checked for matches "
                      "(add them to PATH or pass --cluster)")
+    admin = _admin_counts(snap.view)
+    if admin:
+        held = " and ".join(f"{n} {kind if n == 1 else kind[:-1] + 'ies'}" for kind, n in admin.items())
+        notes.append(f"{held} in view: on clusters whose network plugin implements them the admin tier "
+                     "decides before NetworkPolicies (and the baseline after), and these checks look at "
+                     "NetworkPolicies alone (an admin Allow or Deny can override what a finding says); "
+                     "`netpol-guard simulate` evaluates them")
+    for kind, n in sorted(snap.view.not_evaluated.items()):
+        notes.append(f"{n} {kind} object{'s' if n != 1 else ''} in view, not evaluated "
+                     "(another network plugin's policy kind)")
     for n in notes:
         out.write(f"note: {n}\n")
     out.write(f"checked {summary['policies']} NetworkPolicies: {summary['errors']} errors, "
               f"{summary['warnings']} warnings, {summary['infos']} infos\n")
+
+
+def _admin_counts(view) -> dict[str, int]:
+    """AdminNetworkPolicy / BaselineAdminNetworkPolicy -> how many the view holds (none: {})."""
+    counts: dict[str, int] = {}
+    for p in view.admin_policies():
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return dict(sorted(counts.items()))

@@ -10,7 +10,9 @@ NAME = "simulate"
 HELP = "answer whether traffic is allowed and which policies decide it; matrix and diff"
 DESCRIPTION = """\
 Evaluates NetworkPolicies over a cluster described by manifests (--cluster; files or
-directories, may be repeated): Namespaces, Pods, workloads, Services and NetworkPolicies.
+directories, may be repeated): Namespaces, Pods, workloads, Services and NetworkPolicies,
+and, where given, AdminNetworkPolicies, the BaselineAdminNetworkPolicy and ClusterNetworkPolicies
+(policy.networking.k8s.io): admin tier by priority, then NetworkPolicies, then the baseline.
 
   --from NS/NAME --to NS/NAME   one flow: allowed or denied, and the policies and rules
                                 that decide each side (the source's egress, the
@@ -104,6 +106,7 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
     A policy the API server would refuse is unusable input (exit 2): simulating a cluster
     that cannot exist answers nothing.
     """
+    from webhook.cluster.admin_policies import add_admin_policies
     from webhook.cluster.files import InputError, load_snapshot
     from webhook.policy.engine import Engine
     from webhook.policy.parse import parse_policy
@@ -120,7 +123,36 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
             raise InputError(doc.file, f"NetworkPolicy {name or '?'} is invalid (the API server would refuse "
                                        f"it): {err}; `netpol-guard lint` lists every problem", line)
         snap.view.upsert_policy(result.policy)
+    add_admin_policies(snap.view, snap.admin_policy_docs)
     return Engine(snap.view, ip_block_matches_pods)
+
+
+def admin_summary(engine) -> list[str]:
+    """Lines naming the admin policies the answers account for, and the kinds they do not;
+    none for a view of NetworkPolicies only (whose output stays as it always was)."""
+    lines = []
+    admins = engine.admin_policies()
+    if admins:
+        tiers = [p.describe() for p in admins if p.tier == "admin"] + ["NetworkPolicies"]
+        tiers += [p.describe() for p in admins if p.tier == "baseline"]
+        lines.append("evaluated in this order: " + ", ".join(tiers))
+    for kind, n in sorted(engine.view.not_evaluated.items()):
+        lines.append(f"note: {n} {kind} object{'s' if n != 1 else ''} in view NOT evaluated (another network "
+                     f"plugin's policy kind): the answers below ignore {'them' if n != 1 else 'it'}")
+    return lines
+
+
+def admin_summary_json(engine) -> dict:
+    """JSON keys for the same, only when there is something to say."""
+    out: dict = {}
+    admins = engine.admin_policies()
+    if admins:
+        out["adminPolicies"] = [{"kind": p.kind, "name": p.name, **({"priority": p.priority}
+                                                                    if p.priority is not None else {})}
+                                for p in admins]
+    if engine.view.not_evaluated:
+        out["notEvaluated"] = dict(sorted(engine.view.not_evaluated.items()))
+    return out
 
 
 def resolve_endpoint(engine, text: str, flag: str):
@@ -221,9 +253,12 @@ def _run_service_flow(args, engine, src, target: "ServiceTarget", query) -> int:
     allowed = all(v.allowed for v in verdicts)
     if args.format == "json":
         print(json.dumps({"allowed": allowed, "service": target.service.key,
-                          "servicePort": query.describe(), "backends": [v.to_dict() for v in verdicts]},
+                          "servicePort": query.describe(), "backends": [v.to_dict() for v in verdicts],
+                          **admin_summary_json(engine)},
                          indent=2))
         return 0
+    for line in admin_summary(engine):
+        print(line)
     print(f"{src.describe()} -> service {target.service.key} {query.describe()}: "
           f"{'allowed' if allowed else 'denied'} (policies see the backing pods and the targetPort)")
     for v in verdicts:
@@ -249,8 +284,10 @@ def _run_flow(args, engine, src, dst, query) -> int:
                          f"{query.port!r}" + (f" (named ports: {declared})" if declared else ""))
     verdict = engine.evaluate(src, dst, number, query.protocol)
     if args.format == "json":
-        print(json.dumps(verdict.to_dict(), indent=2))
+        print(json.dumps({**verdict.to_dict(), **admin_summary_json(engine)}, indent=2))
     else:
+        for line in admin_summary(engine):
+            print(line)
         word = "allowed" if verdict.allowed else "denied"
         print(f"{verdict.source} -> {verdict.destination} {number}/{query.protocol}: {word}")
         print("  " + verdict.egress.explain())
@@ -279,8 +316,10 @@ def _run_matrix(args, engine, src, dst, query) -> int:
         except OSError as exc:
             raise UsageError(f"--dot {args.dot}: cannot write: {exc.strerror}") from None
     if args.format == "json":
-        print(json.dumps(matrix.to_dict(args.explain), indent=2))
+        print(json.dumps({**matrix.to_dict(args.explain), **admin_summary_json(engine)}, indent=2))
     else:
+        for line in admin_summary(engine):
+            print(line)
         sys.stdout.write(render_matrix(matrix, args.explain))
     return 0
 

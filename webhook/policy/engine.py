@@ -11,16 +11,32 @@ Semantics (see design.md), in the order they are applied:
   `ip_block_matches_pods` switch is on (CNIs differ; off by default).
 - A named port resolves against the destination pod's container ports, per protocol.
 - Endpoints outside the cluster (plain IPs) have no policies: their side always allows.
+
+Admin network policies (policy.networking.k8s.io: v1alpha1 AdminNetworkPolicy and
+BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy), when the view holds any, wrap
+that decision per side (see docs/simulate.md):
+- admin tier: the admin-tier policies whose subject selects the pod, lowest priority number
+  first, each one's rules in written order; the first rule that matches decides. Allow
+  (Accept) and Deny are final; Pass skips every remaining admin rule.
+- then the NetworkPolicies above, if any isolates the pod for the direction;
+- else the baseline tier, in the same way; a Pass there ends it;
+- else allowed.
+Peers the view cannot decide (a Node, a domain name, a CIDR against a pod whose IP is not
+known) are assumed not to match, and the verdict says so in a caveat.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from webhook.cluster.objects import Pod
 from webhook.cluster.view import ClusterView
-from webhook.policy.model import EGRESS, INGRESS, NetworkPolicy, Peer, PortSpec, Rule
+from webhook.policy.model import (
+    ACCEPT, ADMIN_TIER, ALLOW, CLUSTER_KIND, DENY, EGRESS, INGRESS, PASS, PEER_DOMAIN_NAMES, PEER_NAMESPACES, PEER_NETWORKS, PEER_NODES,
+    PEER_PODS, AdminPeer, AdminPolicy, AdminPort, AdminRule, NetworkPolicy, Peer, PortSpec, Rule,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -70,6 +86,47 @@ class RuleRef:
 
 
 @dataclass(frozen=True)
+class AdminMatch:
+    """The admin or baseline rule (and the peer and port within it) that matched a connection."""
+
+    kind: str
+    name: str
+    priority: Optional[int]
+    direction: str
+    rule: int
+    rule_name: str
+    action: str
+    peer: Optional[int] = None
+    port: Optional[int] = None
+    tier: str = ADMIN_TIER
+
+    @property
+    def allows(self) -> bool:
+        return self.action == ALLOW or self.action == ACCEPT
+
+    @property
+    def path(self) -> str:
+        p = f"spec.{self.direction.lower()}[{self.rule}]"
+        if self.peer is not None:
+            p += f".{'from' if self.direction == INGRESS else 'to'}[{self.peer}]"
+        return p
+
+    def describe(self) -> str:
+        prio = f" (priority {self.priority})" if self.priority is not None else ""
+        if self.kind == CLUSTER_KIND:
+            prio = f" ({self.tier} tier, priority {self.priority})"
+        rule = f" {self.rule_name!r}" if self.rule_name else ""
+        return f"{self.kind} {self.name}{prio} {self.path}{rule}"
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "name": self.name, "tier": self.tier, "action": self.action,
+               "rule": self.rule, "ruleName": self.rule_name, "path": self.path}
+        if self.priority is not None:
+            out["priority"] = self.priority
+        return out
+
+
+@dataclass(frozen=True)
 class SideVerdict:
     """The decision of one side: egress of the source or ingress of the destination."""
 
@@ -78,13 +135,59 @@ class SideVerdict:
     isolated: bool
     selecting: tuple[str, ...] = ()  # policies that select the pod for this direction
     allowed_by: tuple[RuleRef, ...] = ()
+    # Set only when the view holds admin policies (the NetworkPolicy-only answer is unchanged):
+    admin: Optional[AdminMatch] = None  # the admin-tier Allow or Deny rule that decided
+    passed: Optional[AdminMatch] = None  # the admin-tier Pass rule that handed over
+    baseline: Optional[AdminMatch] = None  # the baseline rule that decided
+    caveats: tuple[str, ...] = ()  # what the view cannot account for
+    admin_in_view: bool = False
 
     @property
     def allowed(self) -> bool:
-        return not self.isolated or bool(self.allowed_by)
+        if self.admin is not None:
+            return self.admin.allows
+        if self.isolated:
+            return bool(self.allowed_by)
+        if self.baseline is not None:
+            return self.baseline.action != DENY  # a baseline Pass leaves the default: allowed
+        return True
+
+    @property
+    def tier(self) -> str:
+        """Which tier decided: admin, networkpolicy, baseline, or default (nothing applies)."""
+        if self.admin is not None:
+            return "admin"
+        if self.isolated:
+            return "networkpolicy"
+        return "baseline" if self.baseline is not None else "default"
+
+    def _admin_explain(self, side: str) -> str:
+        word = "allowed" if self.allowed else "denied"
+        if self.admin is not None:
+            text = f"{side} {self.endpoint}: {word} by {self.admin.describe()}; NetworkPolicies are not consulted"
+        else:
+            then = f"passed by {self.passed.describe()}; " if self.passed else ""
+            if self.isolated and self.allowed_by:
+                text = f"{side} {self.endpoint}: {then}allowed by " + ", ".join(r.describe() for r in self.allowed_by)
+            elif self.isolated:
+                text = (f"{side} {self.endpoint}: {then}denied: isolated by " + ", ".join(self.selecting)
+                        + " and no rule of theirs allows it")
+            elif self.baseline is not None and self.baseline.action == PASS:
+                text = (f"{side} {self.endpoint}: {then}passed by {self.baseline.describe()}, the last tier: allowed "
+                        "(no NetworkPolicy isolates it)")
+            elif self.baseline is not None:
+                text = f"{side} {self.endpoint}: {then}{word} by {self.baseline.describe()} (no NetworkPolicy isolates it)"
+            elif self.endpoint and "/" not in self.endpoint:
+                text = f"{side} {self.endpoint}: allowed (not a cluster pod)"
+            else:
+                text = (f"{side} {self.endpoint}: {then}allowed (no admin or baseline rule matches and no "
+                        "NetworkPolicy isolates it)")
+        return text + "".join(f"\n    note: {c}" for c in self.caveats)
 
     def explain(self) -> str:
         side = "egress from" if self.direction == EGRESS else "ingress to"
+        if self.admin_in_view:
+            return self._admin_explain(side)
         if not self.isolated:
             why = "not a cluster pod" if self.endpoint and "/" not in self.endpoint else "no policy isolates it"
             return f"{side} {self.endpoint}: allowed ({why})"
@@ -95,11 +198,28 @@ class SideVerdict:
 
     def reason(self) -> str:
         """The shortest account of this side's decision, for matrix cells and diffs."""
+        if self.admin_in_view:
+            return self._admin_reason() + "".join(f" (note: {c})" for c in self.caveats)
         if not self.isolated:
             return "not isolated"
         if self.allowed_by:
             return "allowed by " + ", ".join(r.describe() for r in self.allowed_by)
         return "denied: isolated by " + ", ".join(self.selecting) + ", no rule allows"
+
+    def _admin_reason(self) -> str:
+        word = "allowed" if self.allowed else "denied"
+        if self.admin is not None:
+            return f"{word} by {self.admin.describe()}"
+        then = f"passed by {self.passed.describe()}, then " if self.passed else ""
+        if self.isolated and self.allowed_by:
+            return then + "allowed by " + ", ".join(r.describe() for r in self.allowed_by)
+        if self.isolated:
+            return then + "denied: isolated by " + ", ".join(self.selecting) + ", no rule allows"
+        if self.baseline is not None and self.baseline.action == PASS:
+            return f"{then}passed by {self.baseline.describe()}, allowed"
+        if self.baseline is not None:
+            return f"{then}{word} by {self.baseline.describe()}"
+        return then + "not isolated"
 
 
 @dataclass(frozen=True)
@@ -128,9 +248,16 @@ class Verdict:
 
     def to_dict(self) -> dict:
         def side(s: SideVerdict) -> dict:
-            return {"allowed": s.allowed, "isolated": s.isolated, "policies": list(s.selecting),
-                    "allowedBy": [{"policy": r.policy, "path": r.path} for r in s.allowed_by],
-                    "explain": s.explain()}
+            out = {"allowed": s.allowed, "isolated": s.isolated, "policies": list(s.selecting),
+                   "allowedBy": [{"policy": r.policy, "path": r.path} for r in s.allowed_by],
+                   "explain": s.explain()}
+            if s.admin_in_view:  # new keys only where admin policies exist: NetworkPolicy-only JSON is unchanged
+                out["tier"] = s.tier
+                out["adminRule"] = s.admin.to_dict() if s.admin else None
+                out["passedBy"] = s.passed.to_dict() if s.passed else None
+                out["baselineRule"] = s.baseline.to_dict() if s.baseline else None
+                out["caveats"] = list(s.caveats)
+            return out
         return {"allowed": self.allowed, "from": self.source, "to": self.destination,
                 "port": self.port, "protocol": self.protocol,
                 "egress": side(self.egress), "ingress": side(self.ingress)}
@@ -253,6 +380,8 @@ class Engine:
     # --- decisions -------------------------------------------------------------------------
     def side(self, direction: str, subject: Endpoint, peer: Endpoint, port: int, protocol: str,
              destination: Endpoint) -> SideVerdict:
+        if self.admin_policies():
+            return self._admin_side(direction, subject, peer, port, protocol, destination)
         if subject.pod is None:
             return SideVerdict(direction, subject.describe(), isolated=False)
         selecting = self.policies_selecting(subject.pod, direction)
@@ -272,3 +401,156 @@ class Engine:
         egress = self.side(EGRESS, source, destination, port, protocol, destination)
         ingress = self.side(INGRESS, destination, source, port, protocol, destination)
         return Verdict(source.describe(), destination.describe(), port, protocol, egress, ingress)
+
+    # --- AdminNetworkPolicy and BaselineAdminNetworkPolicy ----------------------------------
+    def admin_policies(self) -> list[AdminPolicy]:
+        """The view's admin policies in evaluation order: the admin tier, then the baseline tier;
+        within a tier by priority, then kind and name (the API leaves equal priorities to the
+        implementation; verdicts say when that matters; the v1alpha1 baseline, which has no
+        priority, comes after v1alpha2 baseline policies). Built once per view generation."""
+        return self.view.memo(("admin-policies",), lambda: sorted(
+            self.view.admin_policies(),
+            key=lambda p: (p.tier != ADMIN_TIER, p.priority if p.priority is not None else 1001, p.kind, p.name)))
+
+    def admin_selecting(self, pod: Pod, direction: str) -> list[AdminPolicy]:
+        """Admin policies whose subject selects `pod` and which have rules for the direction
+        (policies without rules for a direction do not affect it), in evaluation order."""
+        key = ("admin", self.view.generation, pod.namespace, frozenset(pod.labels.items()), direction)
+        found = self._selecting_cache.get(key)
+        if found is None:
+            ns_labels = self.view.namespace_labels(pod.namespace)
+            found = [p for p in self.admin_policies()
+                     if p.rules_for(direction) and p.namespace_selector.matches(ns_labels)
+                     and (p.pod_selector is None or p.pod_selector.matches(pod.labels))]
+            self._selecting_cache[key] = found
+        return found
+
+    def admin_peer_matches(self, peer: AdminPeer, other: Endpoint) -> Optional[bool]:
+        """Whether an admin rule's peer matches the other end; None when the view cannot tell."""
+        pod = other.pod
+        if peer.kind == PEER_NAMESPACES or peer.kind == PEER_PODS:
+            if pod is None:
+                return False  # namespaces and pods peers select cluster pods only
+            if not peer.namespace_selector.matches(self.view.namespace_labels(pod.namespace)):
+                return False
+            return peer.pod_selector is None or peer.pod_selector.matches(pod.labels)
+        if peer.kind == PEER_NETWORKS:
+            # Unlike a NetworkPolicy ipBlock, networks are checked against pod-to-pod traffic too
+            # (the API says so: Deny 0.0.0.0/0 denies every IPv4 pod).
+            if other.ip is not None:
+                return any(other.ip in net for net in peer.networks)
+            if pod is not None and pod.ips:
+                return any(ipaddress.ip_address(i) in net for i in pod.ips for net in peer.networks)
+            return None  # a workload template or a pod without a known IP
+        if peer.kind in (PEER_NODES, PEER_DOMAIN_NAMES):
+            # Pods are neither nodes nor domain names; an address outside the cluster may be
+            # either, and the view holds no Nodes and resolves no names.
+            return False if pod is not None else None
+        return None
+
+    @staticmethod
+    def admin_port_matches(spec: AdminPort, port: int, protocol: str, destination: Endpoint) -> bool:
+        if spec.name is not None:  # a named port takes the protocol the destination pod declares
+            pod = destination.pod
+            return pod is not None and any(p.name == spec.name and p.port == port and p.protocol == protocol
+                                           for p in pod.ports)
+        if spec.protocol != protocol:
+            return False
+        if spec.end_port is not None:
+            return spec.port <= port <= spec.end_port
+        return port == spec.port
+
+    def admin_rule_match(self, policy: AdminPolicy, rule: AdminRule, peer_endpoint: Endpoint, port: int,
+                         protocol: str, destination: Endpoint) -> tuple[Optional[AdminMatch], Optional[AdminPeer]]:
+        """(the match, None) when the rule matches; (None, peer) when only a peer the view cannot
+        decide might make it match; (None, None) when it does not."""
+        port_idx: Optional[int] = None
+        if rule.ports is not None:
+            for spec in rule.ports:
+                if self.admin_port_matches(spec, port, protocol, destination):
+                    port_idx = spec.index
+                    break
+            else:
+                return None, None
+        unsure = None
+        for peer in rule.peers:
+            hit = self.admin_peer_matches(peer, peer_endpoint)
+            if hit:
+                return AdminMatch(policy.kind, policy.name, policy.priority, rule.direction, rule.index,
+                                  rule.name, rule.action, peer.index, port_idx, policy.tier), None
+            if hit is None and unsure is None:
+                unsure = peer
+        return None, unsure
+
+    @staticmethod
+    def _caveat(policy: AdminPolicy, rule: AdminRule, peer: AdminPeer, other: Endpoint) -> str:
+        field = "from" if rule.direction == INGRESS else "to"
+        if peer.kind == PEER_NETWORKS:
+            why = f"the IP of {other.describe()} is not known (give the Pod with status.podIP)"
+        elif peer.kind == PEER_NODES:
+            why = f"Nodes are not in the view, so whether {other.describe()} is a node's address is unknown"
+        else:
+            why = f"domain names are not resolved, so whether {other.describe()} is one of them is unknown"
+        return (f"{policy.describe()} {rule.path}.{field}[{peer.index}] ({peer.kind}, {rule.action}) may match: "
+                f"{why}; this answer assumes it does not")
+
+    def _first_match(self, policies: list[AdminPolicy], direction: str, peer: Endpoint, port: int, protocol: str,
+                     destination: Endpoint, caveats: list) -> Optional[tuple[AdminPolicy, AdminMatch]]:
+        """The first rule that matches, in order; rules only an undecidable peer could match
+        are skipped and noted in `caveats` as (text, action)."""
+        for pol in policies:
+            for rule in pol.rules_for(direction):
+                m, unsure = self.admin_rule_match(pol, rule, peer, port, protocol, destination)
+                if m is not None:
+                    return pol, m
+                if unsure is not None:
+                    caveats.append((self._caveat(pol, rule, unsure, peer), rule.action))
+        return None
+
+    def _admin_side(self, direction: str, subject: Endpoint, peer: Endpoint, port: int, protocol: str,
+                    destination: Endpoint) -> SideVerdict:
+        name = subject.describe()
+        if subject.pod is None:  # admin subjects, like NetworkPolicies, select cluster pods only
+            return SideVerdict(direction, name, isolated=False, admin_in_view=True)
+        pod = subject.pod
+        applying = self.admin_selecting(pod, direction)
+        admins = [p for p in applying if p.tier == ADMIN_TIER]
+        caveats: list[str] = []
+        decided = passed = None
+        first = self._first_match(admins, direction, peer, port, protocol, destination, caveats)
+        if first is not None:
+            pol, m = first
+            if m.action == PASS:
+                passed = m
+            else:
+                decided = m
+            # Equal priorities leave the order to the network plugin: say so when it matters.
+            for other in admins:
+                if other is pol or other.priority != pol.priority:
+                    continue
+                rival = self._first_match([other], direction, peer, port, protocol, destination, [])
+                if rival is not None and rival[1].action != m.action:
+                    caveats.append((f"{other.describe()} {rival[1].path} also matches with {rival[1].action}: "
+                                    f"policies of equal priority may be applied in any order by the network "
+                                    f"plugin; this answer applies {pol.kind} {pol.name} first (by name)", None))
+        selecting = self.policies_selecting(pod, direction)
+        keys = tuple(sorted(p.key for p in selecting))
+        if decided is not None:
+            verdict = SideVerdict(direction, name, bool(selecting), keys, admin=decided, admin_in_view=True)
+        elif selecting:
+            allowed = []
+            for pol in selecting:
+                for rule in pol.rules_for(direction):
+                    ref = self.rule_allows(pol, rule, peer, port, protocol, destination)
+                    if ref:
+                        allowed.append(ref)
+            verdict = SideVerdict(direction, name, True, keys, tuple(allowed), passed=passed, admin_in_view=True)
+        else:
+            baselines = [p for p in applying if p.tier != ADMIN_TIER]
+            found = self._first_match(baselines, direction, peer, port, protocol, destination, caveats)
+            verdict = SideVerdict(direction, name, False, (), (), passed=passed,
+                                  baseline=found[1] if found else None, admin_in_view=True)
+        # A rule that might have matched matters only if it would have changed the answer.
+        notes = tuple(text for text, action in caveats
+                      if action is None or action == PASS or (action in (ALLOW, ACCEPT)) != verdict.allowed)
+        return dataclasses.replace(verdict, caveats=notes) if notes else verdict

@@ -251,6 +251,8 @@ def compute(engine: Engine, sources: Sequence[Endpoint], destinations: Sequence[
 
     srcs = [(s, s.describe(), cls(s)) for s in sources]
     dsts = [(d, d.describe(), cls(d), _ports_for(query, d)) for d in destinations]
+    if engine.admin_policies():
+        return _compute_with_admin(engine, srcs, dsts, query)
     egress = _AllowedSets(engine, EGRESS, classes)
     ingress = _AllowedSets(engine, INGRESS, classes)
     cells: list[Cell] = []
@@ -261,6 +263,26 @@ def compute(engine: Engine, sources: Sequence[Endpoint], destinations: Sequence[
                 ok = (egress.admits(s_cls, d_cls, d_cls, port, proto)
                       and ingress.admits(d_cls, s_cls, d_cls, port, proto))
                 cells.append(Cell(s, d, port, proto, ok, engine, (s_name, d_name)))
+    return Matrix([x[1] for x in srcs], [x[1] for x in dsts], query, cells, not_applicable)
+
+
+def _compute_with_admin(engine: Engine, srcs: list, dsts: list, query: Optional[PortQuery]) -> Matrix:
+    """The matrix when admin policies are in view: their rules are ordered (first match
+    decides, per side), which the allowed-set unions above do not express, so each cell is
+    decided by the engine's own sides, once per (source class, destination class, port); the
+    ingress side only when the egress side allows. Full verdicts are built when read."""
+    allowed: dict[tuple, bool] = {}
+    cells: list[Cell] = []
+    for s, s_name, s_cls in srcs:
+        for d, d_name, d_cls, ports in dsts:
+            for port, proto in ports:
+                key = (s_cls, d_cls, port, proto)
+                ok = allowed.get(key)
+                if ok is None:
+                    ok = allowed[key] = (engine.side(EGRESS, s, d, port, proto, d).allowed
+                                         and engine.side(INGRESS, d, s, port, proto, d).allowed)
+                cells.append(Cell(s, d, port, proto, ok, engine, (s_name, d_name)))
+    not_applicable = {name for _, name, _, ports in dsts if not ports}
     return Matrix([x[1] for x in srcs], [x[1] for x in dsts], query, cells, not_applicable)
 
 

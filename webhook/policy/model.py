@@ -1,4 +1,5 @@
-"""The typed, immutable NetworkPolicy model, with the API server's defaulting applied.
+"""The typed, immutable NetworkPolicy model, with the API server's defaulting applied; and the
+admin network policies of policy.networking.k8s.io (AdminPolicy, at the end).
 
 Parsing and validation live in parse.py; this module only says what a policy *is*.
 Absent and empty lists are kept apart where the difference is a mistake users make
@@ -223,3 +224,111 @@ class NetworkPolicy:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NetworkPolicy) and self.key == other.key and self.raw == other.raw
+
+
+# --- Admin network policies (policy.networking.k8s.io) ---------------------------------------
+# Cluster-scoped policies from kubernetes-sigs/network-policy-api that network plugins which
+# implement them apply around NetworkPolicies: the admin tier first (Allow/Accept and Deny are
+# final, Pass hands over), then NetworkPolicies, then the baseline tier for pods no
+# NetworkPolicy isolates. v1alpha1 has AdminNetworkPolicy (admin tier) and the
+# BaselineAdminNetworkPolicy (baseline tier); v1alpha2 replaces both with ClusterNetworkPolicy,
+# whose `tier` says which.
+
+ADMIN_KIND, BASELINE_KIND = "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"
+CLUSTER_KIND = "ClusterNetworkPolicy"
+ALLOW, ACCEPT, DENY, PASS = "Allow", "Accept", "Deny", "Pass"  # Accept: v1alpha2's word for Allow
+ADMIN_TIER, BASELINE_TIER = "admin", "baseline"
+
+# Peer kinds. The view knows no Nodes and resolves no domain names: rules with such peers
+# can match an address outside the cluster without the engine being able to tell.
+PEER_NAMESPACES, PEER_PODS, PEER_NETWORKS = "namespaces", "pods", "networks"
+PEER_NODES, PEER_DOMAIN_NAMES = "nodes", "domainNames"
+
+
+@frozen_record
+class AdminPeer:
+    """One entry of an admin rule's `from`/`to`: exactly one kind of peer."""
+
+    index: int
+    kind: str  # one of the PEER_* names
+    namespace_selector: Optional[LabelSelector] = None  # namespaces, and pods' namespaceSelector
+    pod_selector: Optional[LabelSelector] = None  # pods only
+    node_selector: Optional[LabelSelector] = None  # nodes only
+    networks: tuple[IPNetwork, ...] = ()
+    domain_names: tuple[str, ...] = ()
+
+
+@frozen_record
+class AdminPort:
+    """One entry of an admin rule's `ports`: a number, a range or a container port name."""
+
+    index: int
+    protocol: str = "TCP"  # defaulted as the CRD does; a named port takes the pod's protocol
+    port: Optional[int] = None  # portNumber.port, or portRange.start
+    end_port: Optional[int] = None  # portRange.end
+    name: Optional[str] = None  # namedPort
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return f"named port {self.name}"
+        if self.end_port is not None:
+            return f"{self.port}-{self.end_port}/{self.protocol}"
+        return f"{self.port}/{self.protocol}"
+
+
+@frozen_record
+class AdminRule:
+    direction: str  # INGRESS or EGRESS
+    index: int
+    action: str  # ALLOW (ACCEPT in v1alpha2), DENY or PASS
+
+    @property
+    def allows(self) -> bool:
+        return self.action == ALLOW or self.action == ACCEPT
+    peers: tuple[AdminPeer, ...]
+    ports: Optional[tuple[AdminPort, ...]] = None  # None: every port
+    name: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"spec.{self.direction.lower()}[{self.index}]"
+
+
+@frozen_record(eq=False)
+class AdminPolicy:
+    """An AdminNetworkPolicy (admin tier, with a priority), the BaselineAdminNetworkPolicy
+    (baseline tier, no priority) or a ClusterNetworkPolicy (either tier, with a priority).
+    The subject selects pods by namespace labels, and by pod labels when `pod_selector` is
+    set (`subject.pods`)."""
+
+    kind: str  # ADMIN_KIND, BASELINE_KIND or CLUSTER_KIND
+    name: str
+    namespace_selector: LabelSelector
+    pod_selector: Optional[LabelSelector] = None
+    priority: Optional[int] = None
+    ingress: tuple[AdminRule, ...] = ()
+    egress: tuple[AdminRule, ...] = ()
+    tier: str = ADMIN_TIER  # ADMIN_TIER or BASELINE_TIER
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    origin: Optional[Origin] = None
+
+    @property
+    def key(self) -> str:
+        """Cluster-scoped: the kind and the name tell policies apart."""
+        return f"{self.kind}/{self.name}"
+
+    def describe(self) -> str:
+        if self.priority is None:
+            return f"{self.kind} {self.name}"
+        if self.kind == CLUSTER_KIND:
+            return f"{self.kind} {self.name} ({self.tier} tier, priority {self.priority})"
+        return f"{self.kind} {self.name} (priority {self.priority})"
+
+    def rules_for(self, direction: str) -> tuple[AdminRule, ...]:
+        return self.ingress if direction == INGRESS else self.egress
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AdminPolicy) and self.key == other.key and self.raw == other.raw

@@ -1,0 +1,49 @@
+"""Admin network policies from manifests, into a cluster view: AdminNetworkPolicy and
+BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1), ClusterNetworkPolicy (v1alpha2).
+
+`lint` and `simulate` both call this: an admin policy the API server would refuse is unusable
+input (exit 2) naming file, line, object and field, because any verdict over a cluster that
+cannot exist would be a guess. Other plugins' policy kinds (CiliumNetworkPolicy, Calico's
+GlobalNetworkPolicy, Antrea's ClusterNetworkPolicy, ...) also change what traffic flows, and
+the engine does not evaluate them: they are recorded on the view so every answer can say so.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from webhook.cluster.files import Document, InputError
+from webhook.cluster.view import ClusterView
+from webhook.policy.parse_admin import is_admin_kind, parse_admin_policy
+
+
+def add_admin_policies(view: ClusterView, docs: Iterable[Document]) -> None:
+    """Parse every admin policy and put it into the view (InputError on the first invalid one);
+    count the other policy kinds in view.not_evaluated."""
+    seen: dict[str, Document] = {}
+    for doc in docs:
+        if not is_admin_kind(doc.obj):
+            label = f"{doc.kind} ({doc.obj.get('apiVersion')})"
+            view.not_evaluated[label] = view.not_evaluated.get(label, 0) + 1
+            continue
+        origin = doc.origin()
+        result = parse_admin_policy(doc.obj, origin=origin)
+        if not result.ok:
+            err = result.errors[0]
+            more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+            raise InputError(doc.file, f"{doc.kind} {_name(doc.obj)} is invalid (the API server would refuse "
+                                       f"it): {err}{more}", origin.line_of(str(err.path)))
+        policy = result.policy
+        earlier = seen.get(policy.key)
+        if earlier is not None and earlier.obj != doc.obj:
+            # Cluster-scoped: two different objects of one name cannot both exist.
+            where = f"{earlier.file}:{earlier.line}" if earlier.line else earlier.file
+            raise InputError(doc.file, f"{policy.kind} {policy.name} is given twice with different contents "
+                                       f"(also at {where}); a cluster holds one object per name", doc.line)
+        seen[policy.key] = doc
+        view.upsert_admin_policy(policy)
+
+
+def _name(obj: Mapping) -> str:
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return str(name) if name else "?"
