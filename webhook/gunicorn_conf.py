@@ -49,7 +49,7 @@ import os
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-WORKER_CLASS = "gthread"
+WORKER_CLASS = "webhook.admission.transport.DeadlineWorker"  # gthread, fed only whole requests
 WORKERS = 2  # at most, by default; see default_workers()
 THREADS = 2
 KEEPALIVE = 120
