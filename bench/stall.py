@@ -245,6 +245,21 @@ def rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of pid and its children so far (the gunicorn master and workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == pid or int(fields[1]) == pid:
+                total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def start_server(workdir: str, workers: int | None, threads: int | None):
     from webhook import certs as certlib
     ca = certlib.make_ca()
@@ -327,8 +342,12 @@ def main(argv: list[str] | None = None) -> int:
             attack.watch(0.0)
         out["seconds_to_open"] = round(time.monotonic() - t0, 1)
         samples: list[int] = []
+        cpu0, t1, opened0 = cpu_seconds(proc.pid), time.monotonic(), attack.opened
         prober = probe(port, ca, args.rate, args.duration)
         attack.run(args.duration + 1.0, reopen=True, samples=samples)
+        elapsed = time.monotonic() - t1
+        out["server_cpu_during"] = round((cpu_seconds(proc.pid) - cpu0) / elapsed, 2)  # cores busy
+        out["stalled_opened_per_s"] = round((attack.opened - opened0) / elapsed, 1)
         out["rss_mb_during"] = rss_mb(proc.pid)
         out["during"] = summarize(probe_result(prober))
         out["held"] = {"min": min(samples) if samples else 0,

@@ -47,12 +47,14 @@ import selectors
 import socket
 import ssl
 import time
+from datetime import datetime
 from functools import partial
 from typing import Optional
 
 from gunicorn import http
 from gunicorn import sock as gsock
 from gunicorn.http import errors as herrors
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 HANDSHAKE_TIMEOUT = 5.0
@@ -525,7 +527,12 @@ class DeadlineWorker(ThreadWorker):
             req = next(conn.parser)
             if conn.close_after:
                 req.must_close = True
-            keep = self.handle_request(req, conn)
+            # While draining, a connection closes after its answer - unless the client has
+            # already sent its next request (pipelined): that one was received, so it is
+            # answered too (then the last answer closes). The poller does not touch
+            # conn.pending while a request thread has the connection.
+            close = not self.alive and not self._whole_request_pending(conn)
+            keep = self._respond(req, conn, close)
             # The app may have left part of the body unread; it is buffered, so this does
             # not wait on the client.
             return bool(keep) and not conn.close_after and conn.parser.finish_body(
@@ -544,6 +551,54 @@ class DeadlineWorker(ThreadWorker):
         except Exception as e:  # noqa: BLE001 - gunicorn's parser errors: a JSON 4xx
             self.handle_error(req, conn.sock, conn.client, e)
         return False
+
+    def _whole_request_pending(self, conn: Conn) -> bool:
+        return bool(conn.pending) and Scan(self.max_body).step(conn.pending)[0] != Scan.INCOMPLETE
+
+    def _respond(self, req, conn: Conn, close: bool) -> bool:
+        """Run the WSGI app for one parsed request and write its answer (what gthread's
+        handle_request does, with the decision to close made by the caller); whether the
+        connection may be kept."""
+        environ, resp = {}, None
+        try:
+            self.cfg.pre_request(self, req)
+            started = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                close = True
+            if close or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - started)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            return not resp.should_close()
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # Part of the answer is out: another (error) answer would corrupt it.
+                self.log.exception("Error handling request")
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:  # noqa: BLE001 - a hook's failure does not lose the answer
+                self.log.exception("Exception in post_request hook")
 
     def handle_error(self, req, client, addr, exc):
         """gunicorn's answer to a request its parser refused, with the webhook's JSON body
