@@ -92,11 +92,15 @@ def client_context(ca: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca)
 
 
-def valid_review(port: int, ctx: ssl.SSLContext, body: bytes, timeout: float) -> int:
-    """POST one review on a new connection; the HTTP status (raises on failure)."""
+def valid_review(port: int, ctx: ssl.SSLContext, body: bytes, timeout: float, phases: list | None = None) -> int:
+    """POST one review on a new connection; the HTTP status (raises on failure). `phases`
+    gets the seconds spent connecting, in the TLS handshake and waiting for the answer."""
+    t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout) as raw:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t1 = time.monotonic()
         with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            t2 = time.monotonic()
             tls.sendall(review_request(body))
             data = b""
             while b"\r\n\r\n" not in data:
@@ -115,6 +119,8 @@ def valid_review(port: int, ctx: ssl.SSLContext, body: bytes, timeout: float) ->
             status = int(head.split(b" ", 2)[1])
             if b'"allowed":true' not in rest.replace(b" ", b""):
                 raise AssertionError(f"unexpected answer {status}: {rest[:200]!r}")
+            if phases is not None:
+                phases.append((t1 - t0, t2 - t1, time.monotonic() - t2))
             return status
 
 
@@ -122,7 +128,7 @@ def _probe(port: int, ca: str, rate: float, duration: float, out: str) -> None: 
     os.sched_setaffinity(0, {int(CLIENT_CPU)})
     ctx = client_context(ca)
     body = REVIEW.read_bytes()
-    latencies, failures = [], []
+    latencies, failures, phases = [], [], []
     start = time.monotonic()
     n = int(rate * duration)
     for i in range(n):
@@ -131,14 +137,14 @@ def _probe(port: int, ca: str, rate: float, duration: float, out: str) -> None: 
         if delay > 0:
             time.sleep(delay)
         try:
-            valid_review(port, ctx, body, timeout=10.0)
+            valid_review(port, ctx, body, timeout=10.0, phases=phases)
             latencies.append(time.monotonic() - scheduled)
         except Exception as exc:  # noqa: BLE001 - counted and reported
             failures.append(repr(exc)[:200])
         if time.monotonic() - start > duration + 30:
             failures.append(f"gave up: {n - i - 1} reviews not sent")
             break
-    Path(out).write_text(json.dumps({"latencies": latencies, "failures": failures}))
+    Path(out).write_text(json.dumps({"latencies": latencies, "failures": failures, "phases": phases}))
 
 
 def probe(port: int, ca: str, rate: float, duration: float) -> dict:
@@ -164,8 +170,12 @@ def summarize(result: dict) -> dict:
 
     def pct(q: float) -> float | None:
         return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None
+    phases = result.get("phases") or []
+    slowest = max(phases, key=sum, default=None)
     return {"answered": len(lat), "failed": len(result["failures"]), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "max_ms": round(lat[-1] * 1000, 1) if lat else None, "failures": result["failures"][:5]}
+            "max_ms": round(lat[-1] * 1000, 1) if lat else None, "failures": result["failures"][:5],
+            # where the slowest review spent its time: connect, TLS handshake, answer (ms)
+            "slowest_phases_ms": [round(x * 1000, 1) for x in slowest] if slowest else None}
 
 
 class Attack:

@@ -56,7 +56,8 @@ KEEPALIVE = 120
 TIMEOUT = 30
 GRACEFUL_TIMEOUT = 20
 BACKLOG = 512
-WORKER_CONNECTIONS = 1000
+WORKER_CONNECTIONS = 2048  # per worker; see the module docstring (connection handling)
+FD_RESERVE = 64  # descriptors a worker needs besides its connections (logs, pipes, the API server)
 # gunicorn's header limits stay at their defaults; the body limit is server.maxRequestBytes.
 
 LOGCONFIG = {
@@ -125,6 +126,28 @@ def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
     return max(1, cpus)
 
 
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `wanted` (never above the hard limit);
+    the workers inherit it. Returns the soft limit in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if new > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                soft = new
+            except (ValueError, OSError):
+                pass
+    return soft
+
+
+def worker_connections() -> int:
+    """WORKER_CONNECTIONS, or fewer when the file-descriptor limit cannot be raised that far."""
+    soft = raise_fd_limit(WORKER_CONNECTIONS + FD_RESERVE)
+    return max(64, min(WORKER_CONNECTIONS, soft - FD_RESERVE))
+
+
 def default_workers(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """One worker per available CPU, at most WORKERS (see the module docstring)."""
     return min(WORKERS, available_cpus(cgroup_root))
@@ -140,7 +163,7 @@ def settings(workers: int | None = None, threads: int | None = None) -> dict:
         "timeout": TIMEOUT,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "backlog": BACKLOG,
-        "worker_connections": WORKER_CONNECTIONS,
+        "worker_connections": worker_connections(),
         "max_requests": 0,
         "preload_app": False,
         "logconfig_dict": LOGCONFIG,

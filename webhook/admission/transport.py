@@ -27,7 +27,9 @@ either. A connection past its deadline gets a 408 (JSON, like every error from t
 server) when it had sent part of a request, and is closed; the deadlines are checked
 every SWEEP_INTERVAL.
 
-Bounds: at most ``worker_connections`` connections per worker (gunicorn's setting); a
+Bounds: at most ``worker_connections`` connections per worker (gunicorn's setting; when
+it is reached, the connection that has waited longest without a whole request is closed
+to make room, so stalled clients cannot fill the worker either); a
 request head of at most MAX_HEAD_BYTES (431 beyond it); a body of at most the app's
 ``server.maxRequestBytes`` is buffered (a larger declared length goes to the app at once
 with only its head, the app answers 400 body-too-large, and the connection closes); and
@@ -63,6 +65,7 @@ THREAD_IO_TIMEOUT = 10.0
 CLOSE_LINGER = 2.0
 STOP_KEEPALIVE_LINGER = 2.0
 SWEEP_INTERVAL = 0.25
+STALL_REPORT_INTERVAL = 10.0
 MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # when the app does not say (webhook.config's default)
 BUFFER_BUDGET_MIN = 64 * 1024 * 1024
@@ -223,6 +226,7 @@ class DeadlineWorker(ThreadWorker):
         self.max_body = int(getattr(self.app, "max_request_bytes", None) or DEFAULT_MAX_BODY)
         self.budget = max(BUFFER_BUDGET_MIN, 4 * self.max_body)
         self._accept_paused_until = 0.0
+        self._stalled, self._stalled_reported = 0, time.monotonic()
 
     # --- the loop ---------------------------------------------------------------------
     def run(self):
@@ -230,8 +234,7 @@ class DeadlineWorker(ThreadWorker):
         self.set_accept_enabled(True)
         while self.alive:
             self.notify()
-            can_accept = (self.nr_conns < self.worker_connections
-                          and time.monotonic() >= self._accept_paused_until)
+            can_accept = time.monotonic() >= self._accept_paused_until
             if can_accept != self._accepting:
                 self.set_accept_enabled(can_accept)
             self.wait_for_and_dispatch_events(timeout=SWEEP_INTERVAL)
@@ -273,15 +276,18 @@ class DeadlineWorker(ThreadWorker):
                     continue
                 self._close(conn)
             elif conn.state == READING and conn.pending:
+                self._count_stalled()
                 self._reject(conn, 408, "request-timeout",
-                             f"the request was not received in full within {REQUEST_TIMEOUT:g} s")
+                             f"the request was not received in full within {REQUEST_TIMEOUT:g} s", quiet=True)
             else:  # a handshake that did not finish, a silent new connection, a linger
+                if conn.state != CLOSING:
+                    self._count_stalled()
                 self._close(conn)
 
     # --- connections ------------------------------------------------------------------
     def accept(self, listener):
         for _ in range(ACCEPT_BURST):
-            if self.nr_conns >= self.worker_connections:
+            if self.nr_conns >= self.worker_connections and not self._evict():
                 return
             try:
                 client_sock, client_addr = listener.accept()
@@ -299,7 +305,8 @@ class DeadlineWorker(ThreadWorker):
                     continue
                 raise
             client_sock.setblocking(False)
-            client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if client_sock.family in (socket.AF_INET, socket.AF_INET6):
+                client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Conn(client_sock, client_addr, listener.getsockname(), self.max_body)
             conn.callback = partial(self._on_event, conn)
             self.nr_conns += 1
@@ -318,6 +325,35 @@ class DeadlineWorker(ThreadWorker):
             else:
                 self._start_reading(conn, now)
             self._want(conn, selectors.EVENT_READ)
+
+    def _evict(self) -> bool:
+        """At worker_connections: close the connection that has waited longest without a
+        whole request (or, failing that, the longest idle one) to make room. Stalled clients
+        cannot fill the worker and leave the API server waiting in the listen backlog."""
+        victim = None
+        for states in ((HANDSHAKE, READING, CLOSING), (IDLE,)):
+            for conn in self.conns:
+                if conn.state in states and (victim is None or conn.deadline < victim.deadline):
+                    victim = conn
+            if victim is not None:
+                break
+        if victim is None:
+            return False  # every connection is being answered
+        if victim.state != IDLE:
+            self._count_stalled()
+        self._close(victim)
+        return True
+
+    def _count_stalled(self) -> None:
+        """Stalled connections are counted and logged as a summary (at most every
+        STALL_REPORT_INTERVAL), not one line each: an attack must not flood the log."""
+        self._stalled += 1
+        now = time.monotonic()
+        if now - self._stalled_reported >= STALL_REPORT_INTERVAL:
+            self.log.warning("closed %d connections that stalled before sending a whole request "
+                             "(TLS handshake within %g s, request within %g s) in the last %.0f s",
+                             self._stalled, HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, now - self._stalled_reported)
+            self._stalled, self._stalled_reported = 0, now
 
     def _start_reading(self, conn: Conn, now: float) -> None:
         conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
@@ -447,9 +483,10 @@ class DeadlineWorker(ThreadWorker):
         else:
             self._want(conn, selectors.EVENT_READ)
 
-    def _reject(self, conn: Conn, status: int, reason: str, message: str) -> None:
+    def _reject(self, conn: Conn, status: int, reason: str, message: str, quiet: bool = False) -> None:
         """Answer an error from the poller (best effort: a few hundred bytes, non-blocking) and close."""
-        self.log.info("refused a request from %s: %d %s", conn.client[0] if conn.client else "?", status, message)
+        if not quiet:
+            self.log.info("refused a request from %s: %d %s", conn.client[0] if conn.client else "?", status, message)
         try:
             conn.sock.send(error_response(status, reason, message))
         except (ssl.SSLError, OSError):
