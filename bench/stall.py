@@ -2,6 +2,7 @@
 
     python -m bench stall [--stalled 1000] [--duration 20] [--rate 20] [--workers N]
                           [--threads N] [--json FILE]
+    python -m bench stall --side-by-side REV [--rounds 6] [--seconds 10]
 
 1. Starts `netpol-guard serve --cluster examples/cluster` (TLS, the gunicorn settings of
    webhook/gunicorn_conf.py) pinned to CPU 1; this process and the prober run on CPU 0.
@@ -16,6 +17,14 @@
    how long the server took to close each stalled connection (from its last byte sent;
    median, p99, max, and how many were still open 15 s after the attack stopped), and
    the server's resident memory (master + workers) before, during and after.
+
+--side-by-side REV compares the serving model of this checkout with the one of git
+revision REV (exported with `git archive` into a temporary directory): the webhook
+server of bench/webhook.py (its synthetic 50,000-pod view and review mix) from each tree,
+both pinned to CPU 1 and loaded AT ONCE by two wrk processes (c16, then c64, --seconds
+each, --rounds times), so the machine's drift hits both alike; server CPU per review and
+req/s per tree and round, and their ratios; then p50/p99 at 300 reviews/s, each tree in
+turn. Needs wrk.
 
 Every loop is bounded in count and time; the server is started and stopped by its pid.
 The stalled sockets need file descriptors: the soft limit is raised to the hard limit.
@@ -321,6 +330,96 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
+def _bench_server(tree: str, port: int, cert: str, key: str, log_path: str) -> subprocess.Popen:
+    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.webhook", "--serve", "webhook",
+           "--port", str(port), "--cert", cert, "--key", key, "--threads", "2"]
+    return subprocess.Popen(cmd, cwd=tree, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": tree})
+
+
+def side_by_side(rev: str, rounds: int, seconds: float) -> dict:
+    """CPU per review and throughput of this tree's serving model against REV's, loaded at once."""
+    import threading
+    from bench import webhook as wb
+    from webhook import certs as certlib
+
+    work = tempfile.mkdtemp(prefix="bench-side-")
+    old_tree = os.path.join(work, "old")
+    os.makedirs(old_tree)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", old_tree], input=archive, check=True)
+    ca = certlib.make_ca()
+    paths = certlib.write_bundle(certlib.TLSBundle.from_pairs(ca, certlib.issue_serving_cert(ca, ["localhost"])),
+                                 work, force=True)
+    cert, key, ca_path = paths[certlib.CERT_FILE], paths[certlib.KEY_FILE], paths[certlib.CA_FILE]
+    trees = {"new": str(REPO), "old": old_tree}
+    ports, procs = {}, {}
+    for name, tree in trees.items():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports[name] = s.getsockname()[1]
+        procs[name] = _bench_server(tree, ports[name], cert, key, os.path.join(work, f"{name}.log"))
+    bodies = [json.dumps(review, separators=(",", ":")).encode() for _, review in wb.review_mix()]
+    script = os.path.join(work, "mix.lua")
+    Path(script).write_text(wb.wrk_script(bodies, "/validate"))
+    out: dict = {"rev": rev, "rounds": [], "latency": {"new": [], "old": []}}
+    try:
+        for name in trees:
+            deadline = time.monotonic() + 300
+            while True:
+                if procs[name].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} server did not start: "
+                                       f"{Path(work, name + '.log').read_text()[-2000:]}")
+                try:
+                    if wb.request_once(ports[name], ca_path, "GET", "/readyz", None)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+        for name in trees:  # warm-up
+            wb.run_wrk(ports[name], script, 16, 2)
+        for r in range(rounds):
+            row = {}
+            for c in (16, 64):
+                cpu0 = {n: cpu_seconds(procs[n].pid) for n in trees}
+                res: dict = {}
+                threads = [threading.Thread(target=lambda n=n: res.__setitem__(n, wb.run_wrk(ports[n], script, c,
+                                                                                              seconds)))
+                           for n in trees]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(seconds + 90)
+                for n in trees:
+                    cpu = cpu_seconds(procs[n].pid) - cpu0[n]
+                    row[f"{n}_rps_c{c}"] = res[n]["rps"]
+                    row[f"{n}_cpu_us_c{c}"] = round(cpu / max(1, res[n]["requests"]) * 1e6, 1)
+                    row[f"{n}_errors_c{c}"] = res[n]["non2xx"] or res[n]["socket_errors"] or 0
+                row[f"cpu_ratio_c{c}"] = round(row[f"new_cpu_us_c{c}"] / row[f"old_cpu_us_c{c}"], 3)
+                row[f"rps_ratio_c{c}"] = round(row[f"new_rps_c{c}"] / row[f"old_rps_c{c}"], 3)
+            out["rounds"].append(row)
+            print(f"  round {r + 1}: " + "  ".join(
+                f"c{c}: new {row[f'new_rps_c{c}']:,.0f} req/s {row[f'new_cpu_us_c{c}']:.0f} us, "
+                f"old {row[f'old_rps_c{c}']:,.0f} req/s {row[f'old_cpu_us_c{c}']:.0f} us, "
+                f"CPU new/old {row[f'cpu_ratio_c{c}']:.3f}" for c in (16, 64)), flush=True)
+            for n in (("new", "old") if r % 2 == 0 else ("old", "new")):
+                lat = wb.open_loop(ports[n], ca_path, bodies, 300.0, seconds)
+                out["latency"][n].append({k: round(v, 2) for k, v in lat.items() if k.endswith("_ms")})
+            os.sched_setaffinity(0, {int(CLIENT_CPU)})
+    finally:
+        for proc in procs.values():
+            stop_server(proc)
+    for c in (16, 64):
+        for k in (f"cpu_ratio_c{c}", f"rps_ratio_c{c}"):
+            vals = [row[k] for row in out["rounds"]]
+            out[k] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+    for n in ("new", "old"):
+        out[f"{n}_p50_ms"] = statistics.median(x["p50_ms"] for x in out["latency"][n])
+        out[f"{n}_p99_ms"] = statistics.median(x["p99_ms"] for x in out["latency"][n])
+    out["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench stall", description=__doc__.split("\n\n")[0])
     p.add_argument("--stalled", type=int, default=1000, help="stalled connections to hold")
@@ -329,7 +428,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--side-by-side", metavar="REV", help="compare throughput and CPU per review with git REV")
+    p.add_argument("--rounds", type=int, default=6, help="--side-by-side: rounds of concurrent load")
+    p.add_argument("--seconds", type=float, default=10.0, help="--side-by-side: seconds per load")
     args = p.parse_args(argv)
+    if args.side_by_side:
+        result = side_by_side(args.side_by_side, args.rounds, args.seconds)
+        summary = {k: v for k, v in result.items() if k not in ("rounds", "latency")}
+        print(json.dumps(summary, indent=2))
+        path = args.json or str(REPO / "bench" / "results" / f"stall-side-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2))
+        return 0
 
     fds = raise_fd_limit(args.stalled + 256)
     if fds < args.stalled + 64:
