@@ -32,6 +32,7 @@ The stalled sockets need file descriptors: the soft limit is raised to the hard 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import multiprocessing
 import os
@@ -51,7 +52,11 @@ REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU, CLIENT_CPU = "1", "0"
 KINDS = ("handshake-byte", "tls-silent", "partial-headers", "partial-body", "short-body")
 REVIEW = REPO / "examples" / "admission" / "create-allowed.json"
-CLOSE_WAIT_AFTER = 15.0  # how long to keep watching the stalled connections after the attack
+CLOSE_WAIT_AFTER = 15.0
+# The attacker's own TLS work shares CPU 0 with the prober; in a cluster the attacker and
+# the API server run on other machines. A lower priority for the attacker keeps the
+# prober's latency the server's, not that of a client starved by its neighbour.
+ATTACKER_NICE = 10  # how long to keep watching the stalled connections after the attack
 
 
 def review_request(body: bytes, host: str = "localhost") -> bytes:
@@ -135,6 +140,10 @@ def valid_review(port: int, ctx: ssl.SSLContext, body: bytes, timeout: float, ph
 
 def _probe(port: int, ca: str, rate: float, duration: float, out: str) -> None:  # spawned process
     os.sched_setaffinity(0, {int(CLIENT_CPU)})
+    try:
+        os.nice(-os.nice(0))  # back to the default priority (the attacker runs at ATTACKER_NICE)
+    except OSError:
+        pass
     ctx = client_context(ca)
     body = REVIEW.read_bytes()
     latencies, failures, phases = [], [], []
@@ -187,59 +196,146 @@ def summarize(result: dict) -> dict:
             "slowest_phases_ms": [round(x * 1000, 1) for x in slowest] if slowest else None}
 
 
+def stall_payload(kind: str, body: bytes) -> bytes:
+    """What a connection of `kind` sends after its TLS handshake before it stops."""
+    request = review_request(body)
+    head_end = request.index(b"\r\n\r\n") + 4
+    return {"tls-silent": b"", "partial-headers": request[:head_end - 30],
+            "partial-body": request[:head_end + len(body) // 2],
+            "short-body": request.replace(b"Content-Length: %d" % len(body),
+                                          b"Content-Length: %d" % (len(body) + 100))}[kind]
+
+
 class Attack:
-    """Holds `n` stalled connections, kinds in turn; replaces each one the server closes."""
+    """Holds `n` stalled connections, kinds in turn; replaces each one the server closes.
+
+    Connections are opened without blocking (connect and TLS handshake driven by a
+    selector, up to IN_FLIGHT at once), so the attacker keeps up with a server that closes
+    stalled connections after a few seconds."""
+
+    IN_FLIGHT = 64
+    OPEN_TIMEOUT = 10.0
 
     def __init__(self, port: int, ca: str, n: int, kinds=KINDS):
         self.port, self.n, self.kinds = port, n, kinds
         self.ctx = client_context(ca)
         self.body = REVIEW.read_bytes()
+        self.payloads = {k: stall_payload(k, self.body) for k in kinds if k != "handshake-byte"}
         self.sel = selectors.DefaultSelector()
-        self.open: dict[socket.socket, tuple[str, float]] = {}
+        self.open: dict[socket.socket, tuple[str, float]] = {}  # stalled: kind, since
+        self.opening: dict[socket.socket, tuple[str, float]] = {}  # connecting or in the handshake
         self.closed: list[tuple[str, float]] = []  # (kind, seconds from stall to close)
         self.open_errors = 0
         self.opened = 0
 
-    def top_up(self, budget: float) -> None:
-        until = time.monotonic() + budget
-        while len(self.open) < self.n and time.monotonic() < until:
+    def top_up(self, budget: float = 0.0) -> None:
+        while len(self.open) + len(self.opening) < self.n and len(self.opening) < self.IN_FLIGHT:
             kind = self.kinds[self.opened % len(self.kinds)]
             self.opened += 1
-            try:
-                sock = open_stalled(kind, self.port, self.ctx, self.body)
-            except (OSError, ssl.SSLError):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(("127.0.0.1", self.port))
+            if err not in (0, errno.EINPROGRESS):
+                sock.close()
                 self.open_errors += 1
                 continue
-            self.open[sock] = (kind, time.monotonic())
-            self.sel.register(sock, selectors.EVENT_READ)
+            self.opening[sock] = (kind, time.monotonic())
+            self.sel.register(sock, selectors.EVENT_WRITE, "connecting")
+
+    def _failed(self, sock: socket.socket) -> None:
+        self.opening.pop(sock, None)
+        self.sel.unregister(sock)
+        sock.close()
+        self.open_errors += 1
+
+    def _stalled(self, sock: socket.socket, kind: str) -> None:
+        self.opening.pop(sock, None)
+        self.open[sock] = (kind, time.monotonic())
+        self.sel.register(sock, selectors.EVENT_READ, "stalled")
+
+    def _handshake(self, sock: ssl.SSLSocket, kind: str) -> None:
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.sel.modify(sock, selectors.EVENT_READ, "handshake")
+            return
+        except ssl.SSLWantWriteError:
+            self.sel.modify(sock, selectors.EVENT_WRITE, "handshake")
+            return
+        except (ssl.SSLError, OSError):
+            self._failed(sock)
+            return
+        self.sel.unregister(sock)
+        try:
+            payload = self.payloads[kind]
+            if payload and sock.send(payload) != len(payload):
+                raise OSError("partial send")
+        except (ssl.SSLError, OSError):
+            self.opening.pop(sock, None)
+            sock.close()
+            self.open_errors += 1
+            return
+        self._stalled(sock, kind)
 
     def watch(self, timeout: float) -> None:
         for key, _ in self.sel.select(timeout):
-            sock = key.fileobj
-            if closed_by_peer(sock):
-                kind, since = self.open.pop(sock)
-                self.closed.append((kind, time.monotonic() - since))
+            sock, what = key.fileobj, key.data
+            if what == "stalled":
+                if closed_by_peer(sock):
+                    kind, since = self.open.pop(sock)
+                    self.closed.append((kind, time.monotonic() - since))
+                    self.sel.unregister(sock)
+                    sock.close()
+            elif what == "connecting":
+                kind = self.opening[sock][0]
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    self._failed(sock)
+                    continue
                 self.sel.unregister(sock)
-                sock.close()
+                if kind == "handshake-byte":
+                    try:
+                        sock.send(b"\x16")  # the first byte of a TLS record (handshake), then nothing
+                    except OSError:
+                        self.opening.pop(sock, None)
+                        sock.close()
+                        self.open_errors += 1
+                        continue
+                    self._stalled(sock, kind)
+                    continue
+                since = self.opening.pop(sock)[1]
+                tls = self.ctx.wrap_socket(sock, server_hostname="localhost", do_handshake_on_connect=False)
+                self.opening[tls] = (kind, since)
+                self.sel.register(tls, selectors.EVENT_WRITE, "handshake")
+                self._handshake(tls, kind)
+            elif what == "handshake":
+                self._handshake(sock, self.opening[sock][0])
+        now = time.monotonic()
+        for sock, (_, since) in list(self.opening.items()):
+            if now - since > self.OPEN_TIMEOUT:
+                self._failed(sock)
 
     def run(self, duration: float, reopen: bool = True, samples: list | None = None) -> None:
         end = time.monotonic() + duration
         next_sample = time.monotonic()
         while time.monotonic() < end:
             if reopen:
-                self.top_up(0.05)
+                self.top_up()
             self.watch(0.02)
             if samples is not None and time.monotonic() >= next_sample:
                 samples.append(len(self.open))
                 next_sample += 1.0
-            if not reopen and not self.open:
+            if not reopen and not self.open and not self.opening:
                 return
 
     def close_all(self) -> None:
-        for sock in list(self.open):
-            self.sel.unregister(sock)
+        for sock in list(self.open) + list(self.opening):
+            try:
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
             sock.close()
         self.open.clear()
+        self.opening.clear()
 
 
 def rss_mb(pid: int) -> float:
@@ -456,10 +552,11 @@ def main(argv: list[str] | None = None) -> int:
         out["baseline"] = summarize(probe_result(probe(port, ca, args.rate, args.duration)))
 
         attack = Attack(port, ca, args.stalled)
+        os.nice(ATTACKER_NICE)  # after the server and the baseline prober were started
         t0 = time.monotonic()
         while len(attack.open) < args.stalled and time.monotonic() - t0 < 120:
-            attack.top_up(0.5)
-            attack.watch(0.0)
+            attack.top_up()
+            attack.watch(0.02)
         out["seconds_to_open"] = round(time.monotonic() - t0, 1)
         samples: list[int] = []
         cpu0, t1, opened0 = cpu_seconds(proc.pid), time.monotonic(), attack.opened
