@@ -288,6 +288,10 @@ class DeadlineWorker(ThreadWorker):
     def accept(self, listener):
         for _ in range(ACCEPT_BURST):
             if self.nr_conns >= self.worker_connections and not self._evict():
+                # Every connection has a request being answered: accept again shortly
+                # (the listener stays readable; not pausing would spin).
+                self._accept_paused_until = time.monotonic() + SWEEP_INTERVAL
+                self.set_accept_enabled(False)
                 return
             try:
                 client_sock, client_addr = listener.accept()
