@@ -293,3 +293,82 @@ def test_drain_answers_a_request_it_was_receiving(serve):  # noqa: F811
     assert status == 200 and json.loads(body)["response"]["allowed"] is True
     assert headers.get("connection", "").lower() == "close"
     assert server.process.wait(30) == 0
+
+
+# --- more stalled connections than the worker takes -------------------------------------------------
+
+SMALL_SERVER = """
+import sys
+from webhook.admission.server import ServeOptions, WebhookServer
+from webhook.cluster.source import EmptySource
+from webhook.config import DEFAULT
+from webhook.logging_setup import configure
+configure()
+port, cert, key = sys.argv[1:4]
+WebhookServer(ServeOptions(config=DEFAULT, source=EmptySource(), cert=cert, key=key, bind=f"127.0.0.1:{port}",
+                           workers=1, threads=2, extra={"worker_connections": 8})).run()
+"""
+
+
+def test_a_full_worker_makes_room_by_closing_the_longest_stalled_connection(tmp_path):
+    # worker_connections 8, 20 connections that sent one byte of a handshake: the worker
+    # closes the oldest stalled ones to take new connections (plain gthread stopped
+    # accepting at the limit, and new connections waited in the listen backlog until a
+    # stalled one timed out), so most are closed well before their 5 s deadline.
+    import subprocess
+    import sys
+    from tests.server_fixture import free_port, make_certs
+    certs = make_certs(tmp_path)
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", SMALL_SERVER, str(port), certs.cert, certs.key], cwd=str(REPO),
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    class Target:  # what the helpers above need of a server
+        pass
+    target = Target()
+    target.port, target.certs = port, certs
+    try:
+        give_up = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                valid_review_on_new_connection(target)
+                break
+            except (OSError, AssertionError):
+                assert time.monotonic() < give_up, (tmp_path / "serve.log").read_text()
+                time.sleep(0.2)
+        ctx = client_context(certs.ca)
+        sel = selectors.DefaultSelector()
+        opened = {}
+        for _ in range(20):
+            sock = open_stalled("handshake-byte", port, ctx, REVIEW)
+            opened[sock] = time.monotonic()
+            sel.register(sock, selectors.EVENT_READ)
+        assert valid_review_on_new_connection(target)["response"]["allowed"] is True
+        early = 0
+        give_up = time.monotonic() + CLOSED_WITHIN
+        while opened and time.monotonic() < give_up:
+            for key, _ in sel.select(0.1):
+                if closed_by_peer(key.fileobj):
+                    if time.monotonic() - opened.pop(key.fileobj) < transport.HANDSHAKE_TIMEOUT - 1:
+                        early += 1
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+        assert not opened
+        assert early >= 12, f"only {early} of 20 were closed before their deadline"
+        # one warning line with the count, not a line per connection
+        give_up = time.monotonic() + 5
+        while "connections that stalled" not in (tmp_path / "serve.log").read_text():
+            assert time.monotonic() < give_up, "no summary of the stalled connections in the log"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()

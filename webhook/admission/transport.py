@@ -266,6 +266,7 @@ class DeadlineWorker(ThreadWorker):
 
     def _sweep(self) -> None:
         now = time.monotonic()
+        self._report_stalled(now)
         for conn in [c for c in self.conns if c.deadline is not None and c.deadline <= now]:
             if conn.closed or conn.deadline is None or conn.deadline > now:
                 continue
@@ -349,15 +350,18 @@ class DeadlineWorker(ThreadWorker):
         return True
 
     def _count_stalled(self) -> None:
-        """Stalled connections are counted and logged as a summary (at most every
-        STALL_REPORT_INTERVAL), not one line each: an attack must not flood the log."""
         self._stalled += 1
-        now = time.monotonic()
-        if now - self._stalled_reported >= STALL_REPORT_INTERVAL:
+
+    def _report_stalled(self, now: float) -> None:
+        """Stalled connections are logged as a count at most every STALL_REPORT_INTERVAL,
+        not one line each: an attack must not flood the log."""
+        if self._stalled and now - self._stalled_reported >= STALL_REPORT_INTERVAL:
             self.log.warning("closed %d connections that stalled before sending a whole request "
                              "(TLS handshake within %g s, request within %g s) in the last %.0f s",
                              self._stalled, HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, now - self._stalled_reported)
             self._stalled, self._stalled_reported = 0, now
+        elif not self._stalled:
+            self._stalled_reported = now - STALL_REPORT_INTERVAL  # the next one is reported at once
 
     def _start_reading(self, conn: Conn, now: float) -> None:
         conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
