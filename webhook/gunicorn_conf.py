@@ -5,9 +5,26 @@ a BaseApplication subclass): no second argument parser, no config file on disk, 
 the validated Config, the view source and the TLS paths are handed to the workers as
 Python objects. These are the defaults; --workers and --threads override the first two.
 
-- worker_class "gthread": the API server keeps connections alive, and gthread keeps
-  them (sync workers close every connection, so each review would pay a full TLS
-  handshake, ~3 ms of CPU). gevent would need an extra dependency for no gain in p99.
+- worker_class DeadlineWorker (webhook/admission/transport.py): gthread, whose I/O loop
+  does the TLS handshake and reads each request whole - non-blocking, under deadlines -
+  before a request thread runs the app. gthread because the API server keeps connections
+  alive and gthread keeps them (sync workers close every connection, so each review would
+  pay a full TLS handshake, ~3 ms of CPU). Plain gthread did the handshake and the reads
+  in its request threads with no deadline: four clients sending one byte each held all
+  threads of two workers and stopped admission (issue 13). gevent would also not block
+  on them, but needs a new dependency and monkey-patching of the worker, which runs the
+  live cache's kubernetes-client watch threads; keeping gthread's thread pool kept the
+  measured throughput (docs/benchmarks.md, "Stalled connections").
+- Connection deadlines (transport.py): TLS handshake 5 s from accept; a request (head and
+  body) 5 s from the end of the handshake or from its first byte on a kept-alive
+  connection (then 408); idle between requests up to keepalive (below); a write to a
+  client that does not read 10 s. Stalled connections are closed within ~5.5 s (the
+  deadlines are checked every 0.25 s), well inside the API server's timeoutSeconds;
+  a review the API server sends arrives in far less than 5 s.
+- worker_connections 2048 per worker (the soft file-descriptor limit is raised to fit):
+  a stalled connection costs ~35 KB (TLS state), so 2048 bound a worker to ~70 MB of
+  them; at the limit the connection that has waited longest without a whole request is
+  closed to make room, so stalled clients cannot fill the worker.
 - workers: one process per CPU the server may use, at most 2 (default_workers()). The GIL
   caps a worker at one core, and each worker holds its own cluster view (memory x workers;
   see docs/operations.md), so more workers than CPUs buy nothing and cost a view each. The
@@ -28,8 +45,10 @@ Python objects. These are the defaults; --workers and --threads override the fir
 - keepalive 120 s: longer than the API server's client keeps an idle connection (Go's
   default idle timeout, 90 s), so it is always the client that closes an idle
   connection - never the server at the moment the client reuses it - and connections
-  are reused instead of re-handshaken. gthread parks idle connections in its poller,
-  which costs nothing while they are idle. (Not measured against other values: any
+  are reused instead of re-handshaken. Idle connections are parked in the worker's
+  poller, which costs nothing while they are idle; being idle between requests is
+  allowed for keepalive, being stuck halfway through a handshake or a request is not
+  (the deadlines above). (Not measured against other values: any
   value above the client's idle timeout behaves the same.)
 - timeout 30 s: the API server gives up after timeoutSeconds (at most 30 s), so a
   worker stuck longer than that is useless; graceful_timeout 20 s lets in-flight
@@ -49,14 +68,15 @@ import os
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-WORKER_CLASS = "gthread"
+WORKER_CLASS = "webhook.admission.transport.DeadlineWorker"  # gthread, fed only whole requests
 WORKERS = 2  # at most, by default; see default_workers()
 THREADS = 2
 KEEPALIVE = 120
 TIMEOUT = 30
 GRACEFUL_TIMEOUT = 20
 BACKLOG = 512
-WORKER_CONNECTIONS = 1000
+WORKER_CONNECTIONS = 2048  # per worker; see the module docstring (connection handling)
+FD_RESERVE = 64  # descriptors a worker needs besides its connections (logs, pipes, the API server)
 # gunicorn's header limits stay at their defaults; the body limit is server.maxRequestBytes.
 
 LOGCONFIG = {
@@ -125,6 +145,28 @@ def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
     return max(1, cpus)
 
 
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `wanted` (never above the hard limit);
+    the workers inherit it. Returns the soft limit in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if new > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                soft = new
+            except (ValueError, OSError):
+                pass
+    return soft
+
+
+def worker_connections() -> int:
+    """WORKER_CONNECTIONS, or fewer when the file-descriptor limit cannot be raised that far."""
+    soft = raise_fd_limit(WORKER_CONNECTIONS + FD_RESERVE)
+    return max(64, min(WORKER_CONNECTIONS, soft - FD_RESERVE))
+
+
 def default_workers(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """One worker per available CPU, at most WORKERS (see the module docstring)."""
     return min(WORKERS, available_cpus(cgroup_root))
@@ -140,7 +182,7 @@ def settings(workers: int | None = None, threads: int | None = None) -> dict:
         "timeout": TIMEOUT,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "backlog": BACKLOG,
-        "worker_connections": WORKER_CONNECTIONS,
+        "worker_connections": worker_connections(),
         "max_requests": 0,
         "preload_app": False,
         "logconfig_dict": LOGCONFIG,

@@ -14,6 +14,7 @@ import time
 from typing import Any, Optional
 
 from flask import Flask, Response, request
+from gunicorn.http.errors import NoMoreData, ParseException
 
 # Importing these registers the NetworkPolicy handlers.
 from webhook.admission import mutations as _mutations  # noqa: F401
@@ -53,7 +54,16 @@ def _read_body(environ: dict, limit: int) -> bytes:
                                           "(server.maxRequestBytes)")
     # Read exactly Content-Length when it is known (a read of limit+1 bytes would have the
     # stream allocate a buffer of the whole limit for every request).
-    body = stream.read(length if length is not None else limit + 1)
+    try:
+        body = stream.read(length if length is not None else limit + 1)
+    except (NoMoreData, ParseException, OSError) as exc:
+        # The client closed mid-body, or its chunked framing is broken (gunicorn's reader
+        # raises these while the app reads): the client's doing, so a 400, not a 500.
+        raise BadReview("incomplete-body", f"the request body could not be read to its end: "
+                                           f"{exc or type(exc).__name__}") from None
+    if length is not None and len(body) < length:
+        raise BadReview("incomplete-body", f"the body ended after {len(body)} of the {length} bytes "
+                                           "its Content-Length announced")
     if len(body) > limit:
         raise BadReview("body-too-large", f"the body is over the limit of {limit} bytes (server.maxRequestBytes)")
     return body
@@ -101,19 +111,21 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
             dry_run=req.dry_run, endpoint=endpoint, warnings=len(decision.warnings)))
         return response
 
-    @app.post("/validate")
+    # No route answers OPTIONS (Flask would add a 200 with an Allow header to each): it is
+    # a 405 like any other method a route does not take.
+    @app.post("/validate", provide_automatic_options=False)
     def validate() -> Response:
         return review("validate")
 
-    @app.post("/mutate")
+    @app.post("/mutate", provide_automatic_options=False)
     def mutate() -> Response:
         return review("mutate")
 
-    @app.get("/healthz")
+    @app.get("/healthz", provide_automatic_options=False)
     def healthz() -> Response:
         return _json({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", provide_automatic_options=False)
     def readyz() -> Response:
         checks = {}
         if tls is not None:
@@ -126,7 +138,7 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
         all_ok = all(c["ok"] for c in checks.values())
         return _json({"status": "ready" if all_ok else "not ready", "checks": checks}, 200 if all_ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", provide_automatic_options=False)
     def metrics_view() -> Response:
         stats = source.stats()
         gauges = {

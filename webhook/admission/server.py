@@ -200,6 +200,9 @@ class WebhookServer(BaseApplication):
     def __init__(self, options: ServeOptions):
         self.options = options
         self.controller: Optional[AgentProcess] = None
+        # The worker (webhook.admission.transport) buffers a request body up to this size
+        # before a request thread sees it; a larger one goes to the app with only its head.
+        self.max_request_bytes = options.config.server.maxRequestBytes
         # Built here, in the master, unloaded: every worker inherits it through the fork and
         # loads (and reloads) the files itself on its first connection.
         self.tls = ReloadingContext(options.cert, options.key, options.client_ca,
