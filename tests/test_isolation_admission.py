@@ -213,7 +213,9 @@ def client(registered):
     from webhook.admission.app import create_app
 
     source = view_with({"shop": {LABEL: "all"}}, desired_policies("shop", "all", config()))
-    app = create_app(from_dict({"isolation": {"gatePods": True}}), source)
+    # jane may change the isolate label (the Namespace label guard: tests/test_namespace_labels.py)
+    app = create_app(from_dict({"isolation": {"gatePods": True},
+                                "namespaceLabels": {"allowedUsers": ["jane@example.com"]}}), source)
     return app.test_client()
 
 
