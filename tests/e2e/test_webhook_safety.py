@@ -214,3 +214,17 @@ def test_with_the_webhook_down_only_managed_policies_and_guarded_labels_wait(clu
     finally:
         cluster.start_serve(cluster.state / "config.yaml", cluster.state / "netpol-guard.kubeconfig")
         cluster.wait_for_denial()
+
+
+def test_an_isolated_namespace_can_be_deleted(cluster):
+    # The namespace controller deletes the managed policies like any user would: the guard must
+    # let it, or the namespace stays Terminating for ever (it did before this test).
+    ns = new_namespace(cluster, **{ISOLATE: "all"})
+    wait_for_policy(cluster, ns, MANAGED)
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("get", "namespace", ns, check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            status = cluster.kubectl("get", "namespace", ns, "-o", "json").stdout
+            raise AssertionError(f"namespace {ns} still there after 60 s:\n{status}")
+        time.sleep(0.5)
