@@ -445,6 +445,8 @@ def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(scenario):
         else:
             assert role["metadata"]["namespace"] == NAMESPACE
     for binding in objects(docs, "ClusterRoleBinding") + objects(docs, "RoleBinding"):
+        if binding["metadata"]["name"] == f"{FULLNAME}-break-glass":
+            continue  # a group nobody is in (test_the_break_glass_group_may_only_label_namespaces)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": binding["subjects"][0]["name"],
                                         "namespace": NAMESPACE}]
         assert binding["roleRef"]["kind"] in ("ClusterRole", "Role")
@@ -476,9 +478,24 @@ def test_rbac_names_the_objects_it_may_change():
         ([f"{FULLNAME}-leader"], ["get", "update"]), (None, ["create"])]
     # Everything that changes an existing object by name is limited to named objects,
     # except the NetworkPolicies the controller manages and events.
-    for _, rule in all_rules(docs):
+    for role, rule in all_rules(docs):
+        if role["metadata"]["name"] == f"{FULLNAME}-break-glass":
+            continue  # not the server's: the break-glass group's (test_the_break_glass_group_may_only_label_namespaces)
         if {"update", "patch", "delete"} & set(rule["verbs"]) and not {"networkpolicies", "events"} & set(rule["resources"]):
             assert rule.get("resourceNames"), rule
+
+
+def test_the_break_glass_group_may_only_label_namespaces():
+    docs = render()
+    role = one(docs, "ClusterRole", f"{FULLNAME}-break-glass")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "patch", "update"]}]
+    binding = one(docs, "ClusterRoleBinding", f"{FULLNAME}-break-glass")
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-break-glass"
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                    "name": "netpol-guard:break-glass"}]
+    # bound to nobody else, and gone with the group
+    none = render({"config": {"namespaceLabels": {"breakGlassGroup": ""}}})
+    assert not [d for d in none if d["metadata"]["name"] == f"{FULLNAME}-break-glass"]
 
 
 def test_without_the_controller_networkpolicies_are_read_only():
