@@ -1,7 +1,7 @@
 """Benchmark: the live cache (webhook/cluster/live.py) at the size of issue 3's performance target.
 
     python -m bench.cache_memory [--namespaces 2000] [--pods 50000] [--policies 10000]
-                                 [--services 10000] [--page-size 5000] [--no-tracemalloc] [--quick]
+                                 [--services 10000] [--page-size 5000] [--no-tracemalloc] [--quick|--top]
 
 The full size takes about 12 minutes on 2 cores, nearly all of it the stand-in filling and
 serving lists (it copies the whole collection for every page); --quick takes about 15 s.
@@ -259,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-tracemalloc", action="store_true", help="skip the second (tracemalloc) sync")
     ap.add_argument("--quick", action="store_true",
                     help="a tenth of the size (200 namespaces, 5,000 pods, 1,000 services and policies)")
+    ap.add_argument("--top", action="store_true",
+                    help="the top of the range Kubernetes supports (issue 13): 5,000 namespaces, 150,000 pods, "
+                         "20,000 policies, 10,000 services (the documented limit)")
     args = ap.parse_args(argv)
     if args.quick:
         args.namespaces, args.pods, args.policies, args.services = 200, 5000, 1000, 1000
+    if args.top:
+        args.namespaces, args.pods, args.policies, args.services = 5000, 150000, 20000, 10000
 
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
@@ -326,11 +331,16 @@ def main(argv: list[str] | None = None) -> int:
                 name = name.split("/site-packages/")[-1].split("/work/main/")[-1]
                 print(f"    {_mb(d.size_diff)}  {name}")
             print(f"  (sync with tracemalloc on took {wall2:.1f} s; tracemalloc slows allocation)")
-            ok = retained < TARGET_MB * 1e6
+            # issue 3's target is for its own size; other sizes are measured for the sizing table
+            issue3_size = (args.namespaces, args.pods, args.policies) == (2000, 50000, 10000)
+            ok = retained < TARGET_MB * 1e6 or not issue3_size
             print(f"  decoding one page of {min(5000, stats['pods'])} pods:")
             for line in _decoding(info["url"], min(5000, max(1, stats["pods"]))):
                 print(line)
-            print(f"  target: cache memory under {TARGET_MB} MB -> {'met' if ok else 'NOT met'}")
+            if issue3_size:
+                print(f"  target: cache memory under {TARGET_MB} MB -> {'met' if ok else 'NOT met'}")
+            print(f"  process peak RSS (ru_maxrss)  : {_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}"
+                  f"   (whole bench process, both syncs and the decoding comparison)")
         else:
             ok = rss1 - rss0 < TARGET_MB * 1e6
         return 0 if ok else 1
