@@ -38,6 +38,8 @@ SCENARIOS = {
     "existing-secret": {"certificates": {"mode": "existingSecret",
                                          "existingSecret": {"name": "my-tls", "caBundle": "LS0tLS1CRUdJTg=="}}},
     "gate-on": {"config": {"isolation": {"gatePods": True}}},
+    "autoscaling": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 8,
+                                    "targetCPUUtilizationPercentage": 60}},
     "exemptions": {"config": {"exemptUsers": ["ci-bot", "system:serviceaccount:argocd:argocd-application-controller"],
                               "exemptGroups": ["platform"], "isolation": {"gatePods": True},
                               "mutations": {"addDnsEgress": True},
@@ -496,6 +498,21 @@ def test_the_break_glass_group_may_only_label_namespaces():
     # bound to nobody else, and gone with the group
     none = render({"config": {"namespaceLabels": {"breakGlassGroup": ""}}})
     assert not [d for d in none if d["metadata"]["name"] == f"{FULLNAME}-break-glass"]
+
+
+def test_autoscaling_replaces_the_fixed_replica_count():
+    assert objects(render(), "HorizontalPodAutoscaler") == []
+    assert one(render(), "Deployment")["spec"]["replicas"] == 2
+    docs = render(SCENARIOS["autoscaling"])
+    hpa = one(docs, "HorizontalPodAutoscaler", FULLNAME)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 8)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    # helm must not reset the autoscaler's replica count on every upgrade
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    result = helm("template", RELEASE, str(CHART), "--set", "autoscaling.enabled=true",
+                  "--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=4")
+    assert result.returncode != 0 and "minReplicas must not be more than" in result.stderr
 
 
 def test_without_the_controller_networkpolicies_are_read_only():
