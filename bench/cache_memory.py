@@ -1,7 +1,7 @@
 """Benchmark: the live cache (webhook/cluster/live.py) at the size of issue 3's performance target.
 
     python -m bench.cache_memory [--namespaces 2000] [--pods 50000] [--policies 10000]
-                                 [--services 10000] [--page-size 5000] [--no-tracemalloc] [--quick]
+                                 [--services 10000] [--page-size 5000] [--no-tracemalloc] [--quick|--top]
 
 The full size takes about 12 minutes on 2 cores, nearly all of it the stand-in filling and
 serving lists (it copies the whole collection for every page); --quick takes about 15 s.
@@ -242,6 +242,92 @@ def _decoding(url: str, count: int) -> list[str]:
     return lines
 
 
+def _process_tree_memory(pid: int) -> list[tuple[int, int, int]]:
+    """(pid, RSS, PSS) of a process and its children, bytes. PSS divides each shared page
+    among the processes mapping it, so the PSS of the tree adds up to what it really holds
+    (forked workers share the code and imports they inherited)."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            pids += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    out = []
+    for p in pids:
+        fields = {}
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0] in ("Rss:", "Pss:"):
+                        fields[parts[0]] = int(parts[1]) * 1024
+        except OSError:
+            continue
+        out.append((p, fields.get("Rss:", 0), fields.get("Pss:", 0)))
+    return out
+
+
+def _serve_memory(url: str, workers: int, timeout: float) -> list[str]:
+    """`netpol-guard serve` in live mode against the stand-in with `workers` workers: the
+    memory of its process tree once every worker has synced (gunicorn starts each worker's
+    cache after the fork, so each holds its own)."""
+    import http.client
+    import socket
+    import ssl
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, os.getcwd())
+    from tests.kubeapi.fixtures import write_kubeconfig
+
+    with tempfile.TemporaryDirectory(prefix="cache-memory-serve-") as tmp:
+        tmp = Path(tmp)
+        subprocess.run([sys.executable, "-m", "webhook", "certs", "--service", "bench", "--namespace", "bench",
+                        "--out", str(tmp)], check=True, capture_output=True)
+        kubeconfig = write_kubeconfig(tmp / "kubeconfig", url)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_GUARD_")}
+        log = open(tmp / "serve.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "webhook", "serve", "--kubeconfig", str(kubeconfig),
+                                 "--bind", f"127.0.0.1:{port}", "--cert", str(tmp / "tls.crt"),
+                                 "--key", str(tmp / "tls.key"), "--workers", str(workers)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        ctx = ssl.create_default_context(cafile=str(tmp / "ca.crt"))
+        ctx.check_hostname = False
+        try:
+            # ready on `workers` separate connections in a row, each likely on another worker
+            deadline, streak = time.monotonic() + timeout, 0
+            while streak < 4 * workers:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"cache_memory: serve --workers {workers} not ready:\n"
+                                     f"{(tmp / 'serve.log').read_text(errors='replace')[-2000:]}")
+                try:
+                    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+                    conn.request("GET", "/readyz")
+                    streak = streak + 1 if conn.getresponse().status == 200 else 0
+                    conn.close()
+                except OSError:
+                    streak = 0
+                time.sleep(0.5)
+            time.sleep(3)  # let the last parse's garbage go
+            tree = _process_tree_memory(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            log.close()
+    lines = [f"    serve --workers {workers}: tree RSS {_mb(sum(r for _, r, _ in tree))}, "
+             f"PSS {_mb(sum(p for _, _, p in tree))} ({len(tree)} processes)"]
+    lines += [f"      pid {p}: RSS {_mb(r)}  PSS {_mb(q)}" for p, r, q in tree]
+    return lines
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:8.1f} MB"
 
@@ -257,11 +343,19 @@ def main(argv: list[str] | None = None) -> int:
                          "collection for every page, so small pages make the stand-in, not the cache, slow)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a sync")
     ap.add_argument("--no-tracemalloc", action="store_true", help="skip the second (tracemalloc) sync")
+    ap.add_argument("--serve-workers", default="", metavar="N,N",
+                    help="also run `netpol-guard serve` in live mode against the same cluster with each "
+                         "worker count given (e.g. 1,2) and report its process tree's RSS and PSS")
     ap.add_argument("--quick", action="store_true",
                     help="a tenth of the size (200 namespaces, 5,000 pods, 1,000 services and policies)")
+    ap.add_argument("--top", action="store_true",
+                    help="the top of the range Kubernetes supports (issue 13): 5,000 namespaces, 150,000 pods, "
+                         "20,000 policies, 10,000 services (the documented limit)")
     args = ap.parse_args(argv)
     if args.quick:
         args.namespaces, args.pods, args.policies, args.services = 200, 5000, 1000, 1000
+    if args.top:
+        args.namespaces, args.pods, args.policies, args.services = 5000, 150000, 20000, 10000
 
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
@@ -326,13 +420,23 @@ def main(argv: list[str] | None = None) -> int:
                 name = name.split("/site-packages/")[-1].split("/work/main/")[-1]
                 print(f"    {_mb(d.size_diff)}  {name}")
             print(f"  (sync with tracemalloc on took {wall2:.1f} s; tracemalloc slows allocation)")
-            ok = retained < TARGET_MB * 1e6
+            # issue 3's target is for its own size; other sizes are measured for the sizing table
+            issue3_size = (args.namespaces, args.pods, args.policies) == (2000, 50000, 10000)
+            ok = retained < TARGET_MB * 1e6 or not issue3_size
             print(f"  decoding one page of {min(5000, stats['pods'])} pods:")
             for line in _decoding(info["url"], min(5000, max(1, stats["pods"]))):
                 print(line)
-            print(f"  target: cache memory under {TARGET_MB} MB -> {'met' if ok else 'NOT met'}")
+            if issue3_size:
+                print(f"  target: cache memory under {TARGET_MB} MB -> {'met' if ok else 'NOT met'}")
+            print(f"  process peak RSS (ru_maxrss)  : {_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}"
+                  f"   (whole bench process, both syncs and the decoding comparison)")
         else:
             ok = rss1 - rss0 < TARGET_MB * 1e6
+        if args.serve_workers:
+            print("  netpol-guard serve (live mode, this cluster), once every worker is ready:")
+            for n in (int(x) for x in args.serve_workers.split(",") if x.strip()):
+                for line in _serve_memory(info["url"], n, args.timeout):
+                    print(line)
         return 0 if ok else 1
     finally:
         parent_end.send("stop")

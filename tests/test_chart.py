@@ -38,6 +38,12 @@ SCENARIOS = {
     "existing-secret": {"certificates": {"mode": "existingSecret",
                                          "existingSecret": {"name": "my-tls", "caBundle": "LS0tLS1CRUdJTg=="}}},
     "gate-on": {"config": {"isolation": {"gatePods": True}}},
+    "autoscaling": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 8,
+                                    "targetCPUUtilizationPercentage": 60}},
+    "exemptions": {"config": {"exemptUsers": ["ci-bot", "system:serviceaccount:argocd:argocd-application-controller"],
+                              "exemptGroups": ["platform"], "isolation": {"gatePods": True},
+                              "mutations": {"addDnsEgress": True},
+                              "namespaceLabels": {"allowedGroups": ["platform"], "breakGlassGroup": "emergency"}}},
     "mutations-on": {"config": {"mutations": {"addDnsEgress": True, "explicitPolicyTypes": True,
                                               "exceptMetadataAddress": True}}},
     "everything": {
@@ -441,6 +447,8 @@ def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(scenario):
         else:
             assert role["metadata"]["namespace"] == NAMESPACE
     for binding in objects(docs, "ClusterRoleBinding") + objects(docs, "RoleBinding"):
+        if binding["metadata"]["name"] == f"{FULLNAME}-break-glass":
+            continue  # a group nobody is in (test_the_break_glass_group_may_only_label_namespaces)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": binding["subjects"][0]["name"],
                                         "namespace": NAMESPACE}]
         assert binding["roleRef"]["kind"] in ("ClusterRole", "Role")
@@ -472,9 +480,39 @@ def test_rbac_names_the_objects_it_may_change():
         ([f"{FULLNAME}-leader"], ["get", "update"]), (None, ["create"])]
     # Everything that changes an existing object by name is limited to named objects,
     # except the NetworkPolicies the controller manages and events.
-    for _, rule in all_rules(docs):
+    for role, rule in all_rules(docs):
+        if role["metadata"]["name"] == f"{FULLNAME}-break-glass":
+            continue  # not the server's: the break-glass group's (test_the_break_glass_group_may_only_label_namespaces)
         if {"update", "patch", "delete"} & set(rule["verbs"]) and not {"networkpolicies", "events"} & set(rule["resources"]):
             assert rule.get("resourceNames"), rule
+
+
+def test_the_break_glass_group_may_only_label_namespaces():
+    docs = render()
+    role = one(docs, "ClusterRole", f"{FULLNAME}-break-glass")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "patch", "update"]}]
+    binding = one(docs, "ClusterRoleBinding", f"{FULLNAME}-break-glass")
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-break-glass"
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                    "name": "netpol-guard:break-glass"}]
+    # bound to nobody else, and gone with the group
+    none = render({"config": {"namespaceLabels": {"breakGlassGroup": ""}}})
+    assert not [d for d in none if d["metadata"]["name"] == f"{FULLNAME}-break-glass"]
+
+
+def test_autoscaling_replaces_the_fixed_replica_count():
+    assert objects(render(), "HorizontalPodAutoscaler") == []
+    assert one(render(), "Deployment")["spec"]["replicas"] == 2
+    docs = render(SCENARIOS["autoscaling"])
+    hpa = one(docs, "HorizontalPodAutoscaler", FULLNAME)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 8)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    # helm must not reset the autoscaler's replica count on every upgrade
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    result = helm("template", RELEASE, str(CHART), "--set", "autoscaling.enabled=true",
+                  "--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=4")
+    assert result.returncode != 0 and "minReplicas must not be more than" in result.stderr
 
 
 def test_without_the_controller_networkpolicies_are_read_only():
@@ -502,6 +540,11 @@ def validating_webhooks(docs) -> dict[str, dict]:
     return {w["name"]: w for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]}
 
 
+# The Namespace label guards: they must see the ignore label being added, so ignore=true
+# namespaces are not left out of them.
+NAMESPACE_HOOKS = {"namespaces.netpol-guard.io", "ignored-namespaces.netpol-guard.io"}
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_webhooks_never_see_kube_system_the_release_namespace_or_ignored_namespaces(scenario):
     docs = render(SCENARIOS[scenario])
@@ -511,8 +554,11 @@ def test_webhooks_never_see_kube_system_the_release_namespace_or_ignored_namespa
         by_key = {e["key"]: e for e in expressions}
         assert by_key["kubernetes.io/metadata.name"]["operator"] == "NotIn"
         assert {"kube-system", NAMESPACE} <= set(by_key["kubernetes.io/metadata.name"]["values"])
-        assert by_key["netpol-guard.io/ignore"] == {"key": "netpol-guard.io/ignore", "operator": "NotIn",
-                                                     "values": ["true"]}
+        if webhook["name"] in NAMESPACE_HOOKS:
+            assert "netpol-guard.io/ignore" not in by_key, webhook["name"]
+        else:
+            assert by_key["netpol-guard.io/ignore"] == {"key": "netpol-guard.io/ignore", "operator": "NotIn",
+                                                         "values": ["true"]}
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert webhook["sideEffects"] == "None"
         assert webhook["matchPolicy"] == "Equivalent"
@@ -525,27 +571,94 @@ def test_webhooks_never_see_kube_system_the_release_namespace_or_ignored_namespa
 
 def test_validating_webhook_defaults():
     hooks = validating_webhooks(render())
-    assert set(hooks) == {"networkpolicies.netpol-guard.io", "namespaces.netpol-guard.io"}
+    assert set(hooks) == {"networkpolicies.netpol-guard.io", "managed-networkpolicies.netpol-guard.io"} | NAMESPACE_HOOKS
     assert all(h["clientConfig"]["service"]["path"] == "/validate" for h in hooks.values())
+    assert all(h["failurePolicy"] == "Fail" and h["timeoutSeconds"] == 3 for h in hooks.values())
     netpol = hooks["networkpolicies.netpol-guard.io"]
-    assert netpol["failurePolicy"] == "Fail" and netpol["timeoutSeconds"] == 3
     assert netpol["rules"] == [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
-                                "resources": ["networkpolicies"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                                "resources": ["networkpolicies"], "operations": ["CREATE", "UPDATE"],
                                 "scope": "Namespaced"}]
-    namespaces = hooks["namespaces.netpol-guard.io"]
-    assert namespaces["failurePolicy"] == "Ignore"
-    assert namespaces["objectSelector"] == {"matchExpressions": [{"key": "netpol-guard.io/isolate", "operator": "Exists"}]}
-    assert namespaces["rules"][0]["resources"] == ["namespaces"]
-    assert namespaces["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert "objectSelector" not in netpol
+    for name, key in (("namespaces.netpol-guard.io", "netpol-guard.io/isolate"),
+                      ("ignored-namespaces.netpol-guard.io", "netpol-guard.io/ignore")):
+        namespaces = hooks[name]
+        assert namespaces["objectSelector"] == {"matchExpressions": [{"key": key, "operator": "Exists"}]}
+        assert namespaces["rules"][0]["resources"] == ["namespaces"]
+        assert namespaces["rules"][0]["operations"] == ["CREATE", "UPDATE"]
 
 
-def test_failure_policy_and_timeout_are_values_but_namespaces_always_fail_open():
+def test_only_deleting_a_managed_policy_in_an_isolated_namespace_waits_for_the_webhook():
+    hooks = validating_webhooks(render())
+    delete = [h for h in hooks.values() if "DELETE" in h["rules"][0]["operations"]]
+    assert [h["name"] for h in delete] == ["managed-networkpolicies.netpol-guard.io"]
+    [managed] = delete
+    assert managed["rules"] == [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                                 "resources": ["networkpolicies"], "operations": ["DELETE"], "scope": "Namespaced"}]
+    # objectSelector is matched against the old object on DELETE: the policies the controller labels
+    assert managed["objectSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "netpol-guard"}}
+    assert {"key": "netpol-guard.io/isolate", "operator": "Exists"} in managed["namespaceSelector"]["matchExpressions"]
+    custom = validating_webhooks(render({"config": {"isolation": {"labelKey": "example.com/lockdown"}}}))
+    assert {"key": "example.com/lockdown", "operator": "Exists"} in \
+        custom["managed-networkpolicies.netpol-guard.io"]["namespaceSelector"]["matchExpressions"]
+
+
+def test_failure_policy_and_timeout_are_values_for_every_webhook():
     hooks = validating_webhooks(render(SCENARIOS["everything"]))
-    assert hooks["networkpolicies.netpol-guard.io"]["failurePolicy"] == "Ignore"
     assert hooks["networkpolicies.netpol-guard.io"]["timeoutSeconds"] == 10
-    assert hooks["namespaces.netpol-guard.io"]["failurePolicy"] == "Ignore"
+    assert {h["failurePolicy"] for h in hooks.values()} == {"Ignore"}
     custom_label = validating_webhooks(render({"config": {"isolation": {"labelKey": "example.com/lockdown"}}}))
     assert custom_label["namespaces.netpol-guard.io"]["objectSelector"]["matchExpressions"][0]["key"] == "example.com/lockdown"
+
+
+def all_webhooks(docs) -> dict[str, dict]:
+    return {f"{c['kind']}/{w['name']}": w for c in objects(docs, "ValidatingWebhookConfiguration")
+            + objects(docs, "MutatingWebhookConfiguration") for w in c["webhooks"]}
+
+
+EXEMPT_CEL = ('!(request.userInfo.username in ["ci-bot","system:serviceaccount:argocd:argocd-application-controller"]'
+              ' || request.userInfo.groups.exists(g, g in ["platform"]))')
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "1.35.0"])
+def test_exempt_requests_never_leave_the_api_server_where_it_has_match_conditions(version):
+    hooks = all_webhooks(render(SCENARIOS["exemptions"], kube_version=version))
+    managed_update = ('(request.operation == "UPDATE" && has(oldObject.metadata.labels) && '
+                      '"app.kubernetes.io/managed-by" in oldObject.metadata.labels && '
+                      'oldObject.metadata.labels["app.kubernetes.io/managed-by"] == "netpol-guard")')
+    # updates of managed policies still reach the managed-policy guard, which ignores exemptions
+    assert hooks["ValidatingWebhookConfiguration/networkpolicies.netpol-guard.io"]["matchConditions"] == [
+        {"name": "not-exempt", "expression": f"{EXEMPT_CEL} || {managed_update}"}]
+    for name in ("ValidatingWebhookConfiguration/pods.netpol-guard.io",
+                 "MutatingWebhookConfiguration/networkpolicies.netpol-guard.io"):
+        assert hooks[name]["matchConditions"] == [{"name": "not-exempt", "expression": EXEMPT_CEL}], name
+    # the guards that ignore exemptions get none: exempt users may not delete managed policies or
+    # exempt namespaces; the break-glass group skips the Namespace label guards
+    assert "matchConditions" not in hooks["ValidatingWebhookConfiguration/managed-networkpolicies.netpol-guard.io"]
+    for name in NAMESPACE_HOOKS:
+        assert hooks[f"ValidatingWebhookConfiguration/{name}"]["matchConditions"] == [
+            {"name": "not-break-glass", "expression": '!("emergency" in request.userInfo.groups)'}]
+
+
+@pytest.mark.parametrize("version", ["1.28.0", "1.29.9"])
+def test_older_api_servers_get_no_match_conditions_and_rely_on_the_in_process_checks(version):
+    docs = render(SCENARIOS["exemptions"], kube_version=version)
+    assert all("matchConditions" not in h for h in all_webhooks(docs).values())
+    # the server still knows whom to exempt and who may break glass
+    cfg = server_config.from_dict(rendered_config(docs))
+    assert cfg.exemptUsers[0] == "ci-bot" and cfg.namespaceLabels.breakGlassGroup == "emergency"
+
+
+def test_without_exemptions_or_break_glass_group_there_are_no_match_conditions():
+    docs = render({"config": {"namespaceLabels": {"breakGlassGroup": ""}, "isolation": {"gatePods": True}}},
+                  kube_version="1.35.0")
+    assert all("matchConditions" not in h for h in all_webhooks(docs).values())
+
+
+def test_match_condition_strings_are_cel_literals_whatever_the_name():
+    hooks = validating_webhooks(render({"config": {"exemptUsers": ['it\'s "odd"\\']}}, kube_version="1.35.0"))
+    expression = hooks["networkpolicies.netpol-guard.io"]["matchConditions"][0]["expression"]
+    # a JSON string literal is a CEL string literal: quotes and backslashes escaped
+    assert expression.startswith('!(request.userInfo.username in ["it\'s \\"odd\\"\\\\"])')
 
 
 def test_pod_rule_only_when_the_gate_is_on():

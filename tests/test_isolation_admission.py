@@ -89,6 +89,16 @@ def test_deleting_a_managed_policy_in_an_isolated_namespace_is_denied_with_how_t
     assert "--overwrite" in d.message
 
 
+def test_a_managed_policy_in_a_namespace_being_deleted_may_be_deleted():
+    # the namespace controller empties the namespace; refused, the namespace stays Terminating
+    source = EmptySource()
+    source.view.upsert_namespace(Namespace("shop", {"kubernetes.io/metadata.name": "shop", LABEL: "all"},
+                                           terminating=True))
+    req = parse_review(review(NP, "DELETE", DEFAULT_DENY, "shop", old=managed(),
+                              user="system:serviceaccount:kube-system:namespace-controller"))
+    assert check_managed_policy(req, source.view, config()).allowed
+
+
 def test_editing_the_spec_of_a_managed_policy_is_denied():
     new = copy.deepcopy(managed())
     new["spec"]["policyTypes"] = ["Ingress"]
@@ -213,7 +223,9 @@ def client(registered):
     from webhook.admission.app import create_app
 
     source = view_with({"shop": {LABEL: "all"}}, desired_policies("shop", "all", config()))
-    app = create_app(from_dict({"isolation": {"gatePods": True}}), source)
+    # jane may change the isolate label (the Namespace label guard: tests/test_namespace_labels.py)
+    app = create_app(from_dict({"isolation": {"gatePods": True},
+                                "namespaceLabels": {"allowedUsers": ["jane@example.com"]}}), source)
     return app.test_client()
 
 

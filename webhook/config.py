@@ -25,6 +25,7 @@ from webhook.bounded_text import MESSAGE_MAX_CHARS, clip
 SEVERITIES = ("error", "warning", "info")
 SEVERITY_OVERRIDES = SEVERITIES + ("off",)
 ISOLATE_LABEL = "netpol-guard.io/isolate"
+IGNORE_LABEL = "netpol-guard.io/ignore"
 ENV_PREFIX = "NETPOL_GUARD_"
 ENV_FILE = "NETPOL_GUARD_CONFIG"
 
@@ -66,6 +67,27 @@ class IsolationConfig:
     # identities allowed to write managed policies (the controller's service account)
     controllerUsers: tuple[str, ...] = ("system:serviceaccount:netpol-guard:netpol-guard",)
     resyncSeconds: int = 300
+
+
+@dataclass(frozen=True)
+class NamespaceLabelsConfig:
+    """Who may add, change or remove the labels that switch netpol-guard off or on for a
+    namespace (netpol-guard.io/ignore and the isolate label). Without this, anyone allowed
+    to label a namespace could exempt it from every check."""
+
+    allowedUsers: tuple[str, ...] = ()
+    # system:masters: the cluster's own administrators (kubeadm admin.conf before 1.29)
+    allowedGroups: tuple[str, ...] = ("system:masters",)
+    # The emergency group: requests from it never reach the webhook (matchConditions, on API
+    # servers that have them) and are allowed in-process otherwise. Nobody is in it until an
+    # administrator impersonates it (kubectl --as=$USER --as-group=GROUP). Empty: none.
+    breakGlassGroup: str = "netpol-guard:break-glass"
+
+    def allows(self, username: str, groups) -> bool:
+        if username and username in self.allowedUsers:
+            return True
+        return any(g in self.allowedGroups or (self.breakGlassGroup and g == self.breakGlassGroup)
+                   for g in groups)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
+    namespaceLabels: NamespaceLabelsConfig = field(default_factory=NamespaceLabelsConfig)
     mutations: MutationsConfig = field(default_factory=MutationsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     certificates: CertificatesConfig = field(default_factory=CertificatesConfig)

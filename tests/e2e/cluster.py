@@ -62,9 +62,12 @@ def helm() -> str:
     return found
 
 
-def render_chart(ca_bundle_b64: str, values: Iterable[str] = ()) -> list[dict]:
-    """The chart's objects as `helm template` renders them for this cluster."""
+def render_chart(ca_bundle_b64: str, values: Iterable[str] = (), kube_version: str = "") -> list[dict]:
+    """The chart's objects as `helm template` renders them for this cluster (kube_version: the
+    API server's, so version-dependent parts such as matchConditions render as `helm install`
+    would render them against it)."""
     args = [helm(), "template", RELEASE, str(REPO / "charts" / "netpol-guard"), "--namespace", NAMESPACE,
+            *(("--kube-version", kube_version) if kube_version else ()),
             "--set", "certificates.mode=existingSecret",
             "--set", f"certificates.existingSecret.name={RELEASE}-tls",
             "--set", f"certificates.existingSecret.caBundle={ca_bundle_b64}"]
@@ -156,7 +159,8 @@ class GuardedCluster:
         self.tls_cert, self.tls_key = write_pair(webhook_pki, "tls", issue(ca, "netpol-guard", dns=("localhost",),
                                                                           ips=("127.0.0.1",)))
         self.ca_bundle = base64.b64encode(ca_crt.read_bytes()).decode()
-        self.objects = render_chart(self.ca_bundle, self.chart_values)
+        server = json.loads(self.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+        self.objects = render_chart(self.ca_bundle, self.chart_values, kube_version=server)
         self.kubectl("create", "namespace", NAMESPACE)
         self.apply_objects([d for d in self.objects if d["kind"] not in NOT_APPLIED | WEBHOOK_KINDS])
         config_map = next(d for d in self.objects if d["kind"] == "ConfigMap")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import threading
@@ -207,7 +208,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
 
     def _list(self, rt: ResourceType, ns: str | None, match, query: dict) -> int:
-        items, rv = self.server.api._store.list(rt, ns, match)
+        items, rv = self.server.api._store.list(rt, ns, match, copies=False)
         meta: dict = {"resourceVersion": str(rv)}
         start = query.get("continue") or ""
         if start:
@@ -217,6 +218,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             meta["continue"] = json.dumps(list(_sort_key(items[limit - 1])))
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
+        items = [copy.deepcopy(o) for o in items]  # the page only (the store handed out its own objects)
         for item in items:  # like the real server, list items carry no kind/apiVersion
             item.pop("kind", None)
             item.pop("apiVersion", None)

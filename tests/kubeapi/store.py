@@ -157,10 +157,15 @@ class Store:
             return copy.deepcopy(obj)
 
     def list(self, rt: ResourceType, ns: str | None = None,
-             match: Callable[[dict], bool] = lambda o: True) -> tuple[list[dict], int]:
-        """Matching objects sorted by (namespace, name), and the RV they were read at."""
+             match: Callable[[dict], bool] = lambda o: True, copies: bool = True) -> tuple[list[dict], int]:
+        """Matching objects sorted by (namespace, name), and the RV they were read at.
+
+        copies=False returns the stored objects themselves, for a caller that copies only
+        what it keeps (one page of a paged list): stored objects are replaced on every
+        write, never changed in place, so they stay as read. Copying the whole collection
+        for every page made a list of N objects in pages cost O(N^2) copies."""
         with self.lock:
-            items = [copy.deepcopy(o) for (ons, _), o in sorted(self._table(rt).items())
+            items = [copy.deepcopy(o) if copies else o for (ons, _), o in sorted(self._table(rt).items())
                      if (ns is None or ons == ns) and match(o)]
             return items, self._rv
 

@@ -16,8 +16,9 @@ from typing import Any, Optional
 from flask import Flask, Response, request
 from gunicorn.http.errors import NoMoreData, ParseException
 
-# Importing these registers the NetworkPolicy handlers.
+# Importing these registers the NetworkPolicy handlers and the Namespace label guard.
 from webhook.admission import mutations as _mutations  # noqa: F401
+from webhook.admission import namespacelabels as _namespacelabels  # noqa: F401
 from webhook.admission import networkpolicy as _networkpolicy  # noqa: F401
 from webhook.admission.handlers import HandlerContext, dispatch
 from webhook.admission.response import build_response

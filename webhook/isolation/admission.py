@@ -3,7 +3,8 @@ register() adds them to the admission handler registry (idempotent; the app call
 
 - guard_managed_policy: UPDATE or DELETE of a managed policy (labeled managed-by
   netpol-guard) in a namespace that carries the isolate label is denied to everyone but
-  config.isolation.controllerUsers, with the way to change isolation instead. An UPDATE
+  config.isolation.controllerUsers, with the way to change isolation instead (unless the
+  namespace is being deleted: its controller must empty it). An UPDATE
   that leaves the spec, our label and our annotations as they were (a GitOps tool
   adding its tracking label, an identical re-apply) is allowed.
 - guard_namespace: a Namespace whose isolate label has an unknown value is denied with
@@ -59,6 +60,10 @@ def check_managed_policy(request: AdmissionRequest, view: ClusterView, config: C
     value = (ns.labels if ns is not None else {}).get(key)
     if value is None:
         return allow()  # not (or no longer) isolated: the policy is the user's to change
+    if ns is not None and ns.terminating:
+        # the namespace controller empties a deleted namespace; refusing it leaves the
+        # namespace Terminating for ever (and the controller creates nothing there any more)
+        return allow()
     if request.operation == "UPDATE" and request.object is not None \
             and not drifted(request.object, _ours_only(old)):
         return allow()  # only others' labels or annotations changed

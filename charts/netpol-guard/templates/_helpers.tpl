@@ -106,13 +106,18 @@ always be repaired), configured extras, and anything labeled netpol-guard.io/ign
 */}}
 {{- define "netpol-guard.namespaceSelector" -}}
 matchExpressions:
-  - key: kubernetes.io/metadata.name
-    operator: NotIn
-    values:
-      {{- toYaml (uniq (concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces)) | nindent 6 }}
+  {{- include "netpol-guard.excludedByName" . | nindent 2 }}
   - key: netpol-guard.io/ignore
     operator: NotIn
     values: ["true"]
+{{- end -}}
+
+{{/* The namespaceSelector expression for the namespaces left out by name (the Namespace label guard uses it alone). */}}
+{{- define "netpol-guard.excludedByName" -}}
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values:
+    {{- toYaml (uniq (concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces)) | nindent 4 }}
 {{- end -}}
 
 {{- define "netpol-guard.clientConfig" -}}
