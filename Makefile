@@ -38,11 +38,13 @@ test: $(STAMP) tools controlplane
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest -q
 
 # A local real control plane with netpol-guard in front of it; prints `export KUBECONFIG=...`.
+# CLUSTER_STATE: where its pid files, logs and kubeconfig go (the e2e tier uses its own).
+CLUSTER_STATE ?= .cluster
 cluster: $(STAMP) tools controlplane
-	@PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m tests.e2e.cluster up
+	@PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m tests.e2e.cluster up --state "$(CLUSTER_STATE)"
 
 cluster-down:
-	@if [ -x $(PY) ]; then $(PY) -m tests.e2e.cluster down; else echo "stopped: nothing was running"; fi
+	@if [ -x $(PY) ]; then $(PY) -m tests.e2e.cluster down --state "$(CLUSTER_STATE)"; else echo "stopped: nothing was running"; fi
 
 docs: $(STAMP)
 	$(NPG) rules --format markdown > docs/rules.md

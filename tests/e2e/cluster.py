@@ -121,8 +121,12 @@ class GuardedCluster:
     """A ControlPlane with netpol-guard installed from the chart and serving locally."""
 
     def __init__(self, state: os.PathLike | str = DEFAULT_STATE, *, examples: bool = True,
-                 chart_values: Iterable[str] = (), extra_config: Optional[dict] = None):
+                 chart_values: Iterable[str] = (), extra_config: Optional[dict] = None,
+                 denial_probe: Path = DENIAL_PROBE):
+        # denial_probe: a policy the configured webhook denies (with mutations.addDnsEgress
+        # on, the default probe is repaired rather than denied)
         self.state = Path(state).resolve()
+        self.denial_probe = Path(denial_probe)
         self.examples, self.chart_values, self.extra_config = examples, tuple(chart_values), extra_config
         self.cp = ControlPlane(self.state)
         self.serve: Optional[Process] = None
@@ -234,7 +238,7 @@ class GuardedCluster:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            res = self.kubectl("apply", "--dry-run=server", "-f", str(DENIAL_PROBE), check=False)
+            res = self.kubectl("apply", "--dry-run=server", "-f", str(self.denial_probe), check=False)
             last = res.stderr + res.stdout
             if res.returncode != 0 and "denied the request" in last:
                 return last
