@@ -36,7 +36,9 @@ def policies(api, ns: str) -> dict[str, dict]:
 
 
 def events(api, ns: str, reason: str | None = None) -> list[dict]:
-    return [e for e in api.list_objects("Event", ns) if reason is None or e["reason"] == reason]
+    """The Events about namespace `ns` (they live in `default`, as on a real API server)."""
+    return [e for e in api.list_objects("Event", "default")
+            if e["involvedObject"]["name"] == ns and (reason is None or e["reason"] == reason)]
 
 
 def has_policies(api, ns: str, *names: str):
@@ -58,6 +60,9 @@ def start_controller(kube_api):
 
     def start(config=None, **kw) -> Controller:
         kw.setdefault("resync_seconds", 0.5)
+        # a real cluster always has `default`, where the Events about Namespaces go
+        if not any(n["metadata"]["name"] == "default" for n in kube_api.list_objects("Namespace")):
+            kube_api.put_object(namespace("default"))
         client = kube_api.api_client()
         ctrl = Controller(client, config or make_config(), **kw).start()
         started.append((ctrl, client))
