@@ -190,3 +190,34 @@ def test_an_event_about_a_namespace_is_refused_outside_default(server):
     assert "does not match event.namespace" in body["message"]
     status, body = server.request("POST", "/api/v1/namespaces/default/events", event)
     assert status == 201, body
+
+
+def test_a_delete_with_a_stale_resource_version_precondition_is_a_409_conflict(server):
+    ns = server.namespace()
+    status, created = server.request("POST", CM.format(ns=ns), configmap("p"))
+    stale = created["metadata"]["resourceVersion"]
+    server.request("PATCH", CM.format(ns=ns) + "/p", {"data": {"v": "2"}}, "application/merge-patch+json")
+    status, body = server.request("DELETE", CM.format(ns=ns) + "/p",
+                                  {"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "preconditions": {"resourceVersion": stale}})
+    assert (status, body["reason"]) == (409, "Conflict"), body
+    assert server.request("GET", CM.format(ns=ns) + "/p")[0] == 200
+
+
+def test_a_dry_run_create_answers_the_object_and_stores_nothing(server):
+    ns = server.namespace()
+    status, body = server.request("POST", CM.format(ns=ns) + "?dryRun=All", configmap("dry"))
+    assert status == 201 and body["metadata"]["name"] == "dry" and body["metadata"].get("uid"), body
+    assert server.request("GET", CM.format(ns=ns) + "/dry")[0] == 404
+
+
+def test_list_items_carry_no_kind_but_watch_objects_do_and_namespaces_get_their_name_label(server):
+    ns = server.namespace()
+    server.request("POST", CM.format(ns=ns), configmap("k"))
+    status, listed = server.request("GET", CM.format(ns=ns))
+    item = next(i for i in listed["items"] if i["metadata"]["name"] == "k")
+    assert "kind" not in item and "apiVersion" not in item
+    assert (listed["kind"], listed["apiVersion"]) == ("ConfigMapList", "v1")
+    status, namespace = server.request("GET", f"/api/v1/namespaces/{ns}")
+    assert namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] == ns
+    assert namespace["status"]["phase"] == "Active" and namespace["spec"]["finalizers"] == ["kubernetes"]
