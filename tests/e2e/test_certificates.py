@@ -31,7 +31,6 @@ import socket
 import sys
 import threading
 import time
-import urllib.request
 import ssl
 from pathlib import Path
 

@@ -165,6 +165,8 @@ def test_the_standby_takes_over_within_the_lease_duration_when_the_leader_is_kil
     # the standby counts the lease duration on its own clock from the last renewal it saw
     # (at most one retry period before the kill), then takes the Lease at its next attempt
     until(lambda: iso.holder() == SECOND, duration + retry, f"{SECOND} holds the Lease", describe=iso.logs)
+    lease = json.loads(iso.cluster.kubectl("get", "lease", LEASE, "-n", NAMESPACE, "-o", "json").stdout)
+    assert lease["spec"]["leaseTransitions"] >= 1, lease["spec"]
     iso.cluster.kubectl("label", "namespace", ns, f"{LABEL}=ingress")
     found = until(lambda: managed(iso, ns) or None, REACT, "the new leader creates the baseline",
                   describe=iso.logs)

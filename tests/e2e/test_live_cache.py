@@ -163,6 +163,44 @@ def test_a_service_created_and_deleted_changes_the_verdict_within_a_second(clust
             "the warning goes with the Service")
 
 
+def test_a_network_policy_created_and_deleted_changes_other_verdicts_in_every_worker(cluster, ns):
+    """Moved from tests/test_serve_live.py (it ran on the stand-in only because no real server
+    existed): another policy allowing DNS makes an egress policy without DNS acceptable, in
+    every worker's cache - checked on fresh connections, which gunicorn spreads over workers."""
+    dns_pod = json.dumps({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": f"coredns-{ns}", "namespace": "kube-system",
+                                       "labels": {"k8s-app": "kube-dns"}},
+                          "spec": {"containers": [{"name": "coredns", "image": "example.invalid/coredns",
+                                                   "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}})
+    cluster.kubectl("create", "-f", "-", input=dns_pod)
+    try:
+        egress = network_policy(ns, "egress-only", {
+            "podSelector": {}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}]}]})
+        no_dns = lambda v: v.denied and "[dns-egress-missing]" in v.stderr  # noqa: E731
+        follows(cluster, egress, no_dns, "egress without DNS is denied once the DNS pods are in view")
+        allow_dns = network_policy(ns, "allow-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]})
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(allow_dns))
+        follows(cluster, egress, lambda v: v.allowed, "allowed once another policy allows DNS")
+
+        def every_worker(allowed: bool):
+            answers = []
+            for _ in range(8):  # fresh connections: spread over the workers
+                client = webhook_client(cluster)
+                answers.append(client.post_json("/validate", admission_review(egress))[1]["response"]["allowed"])
+                client.close()
+            return answers if all(a is allowed for a in answers) else None
+        until(lambda: every_worker(True), FOLLOW, "every worker allows it")
+        cluster.kubectl("delete", "networkpolicy", "allow-dns", "-n", ns)
+        follows(cluster, egress, no_dns, "denied again once the DNS policy is deleted")
+        until(lambda: every_worker(False), FOLLOW, "every worker denies it again")
+    finally:
+        cluster.kubectl("delete", "pod", f"coredns-{ns}", "-n", "kube-system", check=False)
+
+
 # --- 410 Gone, restarts, and what /readyz says meanwhile -------------------------------------
 
 def readyz(client: Client) -> tuple[int, dict]:
