@@ -55,6 +55,8 @@ def _server_main(conn, namespaces: int) -> None:
     api = KubeAPI(history_size=100_000).start()
     names = [f"team-{i:04d}" for i in range(namespaces)]
     api.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "netpol-guard"}})
+    # as on a real cluster: `default` exists, and the Events about Namespaces go there
+    api.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
     for n in names:
         api.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": {"team": n}}})
     conn.send(api.url)

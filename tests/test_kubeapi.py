@@ -281,18 +281,26 @@ def test_lease_create_update_with_conflict(api_client, core):
 
 def test_events_and_webhook_configurations(kube_api, api_client, core):
     core.create_namespace(namespace("shop"))
-    core.create_namespaced_event("shop", client.CoreV1Event(
-        metadata=client.V1ObjectMeta(name="e1"), involved_object=client.V1ObjectReference(kind="Namespace", name="shop"),
+    core.create_namespace(namespace("default"))
+    about_shop = client.V1ObjectReference(kind="Namespace", name="shop")
+    # as on a real server: an Event about a cluster-scoped object lives in `default`, never in the
+    # namespace it is about (422, pkg/apis/core/validation/events.go)
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_event("shop", client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name="e0"), involved_object=about_shop, reason="Isolated", message="x"))
+    assert refused.value.status == 422 and "does not match event.namespace" in refused.value.body
+    core.create_namespaced_event("default", client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name="e1"), involved_object=about_shop,
         reason="Isolated", message="created default deny"))
     events = client.EventsV1Api(api_client)
     from datetime import datetime, timezone
-    events.create_namespaced_event("shop", client.EventsV1Event(
+    events.create_namespaced_event("default", client.EventsV1Event(
         metadata=client.V1ObjectMeta(name="e2"), event_time=datetime.now(timezone.utc),
         reason="Isolated", action="Create", reporting_controller="netpol-guard", reporting_instance="x",
         type="Normal", note="hi"))
-    assert [e.reason for e in core.list_namespaced_event("shop").items] == ["Isolated"]
+    assert [e.reason for e in core.list_namespaced_event("default").items] == ["Isolated"]
     assert [e.note for e in events.list_event_for_all_namespaces().items] == ["hi"]
-    assert kube_api.get_object("Event", "shop", "e2", api_version="events.k8s.io/v1")["note"] == "hi"
+    assert kube_api.get_object("Event", "default", "e2", api_version="events.k8s.io/v1")["note"] == "hi"
 
     admission = client.AdmissionregistrationV1Api(api_client)
     webhook = client.V1ValidatingWebhook(

@@ -286,9 +286,14 @@ def test_outage_keeps_serving_the_last_view_and_catches_up(kube_api, live):
     seed(kube_api)
     source = live()
     view = source.view
+    assert source.behind() == {}
     with kube_api.outage():
         wait_for(lambda: source.stats()["errors"] >= 2, "failed reconnects during the outage")
         assert source.ready() is True
+        # still ready (the last good view judges), but it says which kinds it no longer follows
+        wait_for(lambda: set(source.behind()) == {"namespaces", "pods", "services", "networkpolicies"},
+                 "every kind reported as not following the API server")
+        assert all(why.startswith("retrying after ") for why in source.behind().values()), source.behind()
         stats = source.stats()
         assert stats["synced"] is True and stats["pods"] == 4
         assert pod_names(view, "shop", APP("web")) == ["web-1", "web-2"]
@@ -299,6 +304,7 @@ def test_outage_keeps_serving_the_last_view_and_catches_up(kube_api, live):
              and view.policy("monitoring", "allow-prom") is not None and view.services("shop") == [],
              "catching up after the outage")
     assert source.stats()["relists"] == 0  # the history still covered the gap
+    wait_for(lambda: source.behind() == {}, "every kind following again")
 
 
 def test_invalid_policies_are_counted_and_left_out(kube_api, live):

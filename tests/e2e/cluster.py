@@ -122,13 +122,17 @@ class GuardedCluster:
 
     def __init__(self, state: os.PathLike | str = DEFAULT_STATE, *, examples: bool = True,
                  chart_values: Iterable[str] = (), extra_config: Optional[dict] = None,
-                 denial_probe: Path = DENIAL_PROBE):
-        # denial_probe: a policy the configured webhook denies (with mutations.addDnsEgress
-        # on, the default probe is repaired rather than denied)
+                 denial_probe: Path = DENIAL_PROBE, controller: bool = True,
+                 apiserver_args: Iterable[str] = ()):
+        """denial_probe: a policy the configured webhook denies (with mutations.addDnsEgress on,
+        the default probe is repaired rather than denied); controller: run `serve --controller`
+        (False: the webhook only, for tests that run controller processes of their own);
+        apiserver_args: extra kube-apiserver flags."""
         self.state = Path(state).resolve()
         self.denial_probe = Path(denial_probe)
         self.examples, self.chart_values, self.extra_config = examples, tuple(chart_values), extra_config
-        self.cp = ControlPlane(self.state)
+        self.controller = controller
+        self.cp = ControlPlane(self.state, apiserver_args=tuple(apiserver_args))
         self.serve: Optional[Process] = None
         self.serve_port = 0
         self.objects: list[dict] = []
@@ -178,6 +182,9 @@ class GuardedCluster:
         self.start_serve(config_path, sa_kubeconfig)
         if self.examples:
             self.load_examples()
+        else:  # the denial probe's namespace (examples/cluster would have brought it)
+            probe_ns = yaml.safe_load(self.denial_probe.read_text())["metadata"]["namespace"]
+            self.apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": probe_ns}}])
         self.apply_objects([webhooks_by_url(d, self.serve_port) for d in self.objects if d["kind"] in WEBHOOK_KINDS])
         self.wait_for_denial()
 
@@ -189,7 +196,7 @@ class GuardedCluster:
         self.serve = Process("netpol-guard", [
             sys.executable, "-m", "webhook", "serve", "--config", str(config_path), "--kubeconfig", str(kubeconfig),
             "--bind", f"127.0.0.1:{self.serve_port}", "--cert", str(self.tls_cert), "--key", str(self.tls_key),
-            "--controller",
+            *(["--controller"] if self.controller else []),
         ], self.state, env=env)
         (self.state / "netpol-guard.cmd").write_text(str(config_path))
         self.serve.start()

@@ -237,7 +237,10 @@ def kubeconfig_text(server: str, ca: Path, *, cert: Optional[Path] = None, key: 
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on free 127.0.0.1 ports under `workdir`."""
 
-    def __init__(self, workdir: os.PathLike | str, bin_dir: Optional[Path] = None):
+    def __init__(self, workdir: os.PathLike | str, bin_dir: Optional[Path] = None,
+                 apiserver_args: Sequence[str] = ()):
+        """apiserver_args: extra kube-apiserver flags (e.g. "--watch-cache=false")."""
+        self.apiserver_args = tuple(apiserver_args)
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.bin_dir = Path(bin_dir) if bin_dir else None
@@ -349,6 +352,7 @@ class ControlPlane:
             "--cert-dir", str(self.workdir / "apiserver-certs"),
             "--profiling=false",
             "--v", "1",
+            *self.apiserver_args,
         ]
 
     def _start_apiserver(self) -> None:
@@ -397,8 +401,15 @@ class ControlPlane:
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again on the same port (clients keep their kubeconfig)."""
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (etcd keeps running); start_apiserver() brings it back on the same port."""
         assert self.apiserver is not None
         self.apiserver.stop()
+
+    def start_apiserver(self) -> None:
         self._start_apiserver()
 
     # --- talking to it ---

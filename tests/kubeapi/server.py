@@ -17,6 +17,7 @@ Events are stored separately, and pods are deleted at once (no kubelet, no grace
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import select
 import socket
@@ -359,7 +360,13 @@ class KubeAPI:
                 for ev in events:
                     etype = watch_event_type(ev.type, ev.old is not None and match(ev.old)
                                              or (ev.type == "DELETED" and match(ev.obj)), match(ev.obj))
-                    if etype is not None:
+                    if etype == "DELETED" and ev.type == "MODIFIED":
+                        # left the selector: like the real server's watch cache, the object as it
+                        # was when it last matched, at the change's resourceVersion
+                        left = copy.deepcopy(ev.old)
+                        left["metadata"]["resourceVersion"] = ev.obj["metadata"]["resourceVersion"]
+                        handler.write_event(etype, left)
+                    elif etype is not None:
                         handler.write_event(etype, ev.obj)
                 if bookmark_rv is not None:
                     handler.write_event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,

@@ -75,6 +75,21 @@ def invalid(rt: ResourceType, name: str, message: str) -> ApiError:
     return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {message}', _details(rt, name))
 
 
+def _check_event_namespace(rt: ResourceType, obj: dict) -> None:
+    """The real server's namespace rule for Events, both APIs (pkg/apis/core/validation/events.go):
+    an Event about a cluster-scoped object (involvedObject without a namespace) may live only in
+    `default` (or, with eventTime set, `kube-system`); one about a namespaced object only in that
+    object's namespace (without eventTime). Found by the e2e tier: the stand-in used to accept
+    Events about a Namespace stored in that namespace, which a real API server refuses."""
+    meta = obj["metadata"]
+    involved = obj.get("involvedObject") or obj.get("regarding") or {}  # core/v1 | events.k8s.io/v1
+    ns, involved_ns = meta.get("namespace", ""), involved.get("namespace") or ""
+    allowed = {"default", "kube-system"} if obj.get("eventTime") else {"default"}
+    if (not involved_ns and ns not in allowed) or (involved_ns and not obj.get("eventTime") and ns != involved_ns):
+        raise invalid(rt, meta.get("name", ""), f"involvedObject.namespace: Invalid value: \"{involved_ns}\": "
+                                                "does not match event.namespace")
+
+
 @dataclass(frozen=True)
 class Event:
     rv: int
@@ -260,6 +275,8 @@ class Store:
                 obj["status"] = {"phase": "Active"}
             if rt.kind == "Service":
                 self._default_service(obj)
+            if rt.kind == "Event":
+                _check_event_namespace(rt, obj)
             if dry_run:
                 return obj
             return self._commit(rt, "ADDED", obj, None)

@@ -134,8 +134,17 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
             checks["certificate"] = {"ok": ok, "detail": why}
         ready = source.ready()
         stats = source.stats()
-        checks["clusterView"] = {"ok": ready, "detail": "synced" if ready else "first sync not complete",
-                                 "objects": stats.get("objects", 0)}
+        view = {"ok": ready, "detail": "synced" if ready else "first sync not complete",
+                "objects": stats.get("objects", 0)}
+        behind = source.behind() if ready and hasattr(source, "behind") else {}
+        if behind:
+            # Still ready on purpose: the last good view keeps judging (every replica relists
+            # at once after an API server restart; unready pods would leave the API server no
+            # endpoint at all). But verdicts may be on a stale view, and we say so.
+            view["detail"] = ("synced, but not following the API server for " + ", ".join(sorted(behind))
+                              + ": verdicts use the last good view of those kinds")
+            view["behind"] = behind
+        checks["clusterView"] = view
         all_ok = all(c["ok"] for c in checks.values())
         return _json({"status": "ready" if all_ok else "not ready", "checks": checks}, 200 if all_ok else 503)
 

@@ -196,6 +196,12 @@ class _KindCache:
         self.thread: threading.Thread | None = None
         self.backoff = Backoff(source.backoff_initial, source.backoff_max)
         self.gone_streak = 0  # 410s since a watch last delivered something
+        # Why this kind is not following the API server right now (None: it is - listed, and
+        # watching or about to reopen a watch that ended normally). Set while the first list
+        # runs, while relisting after 410 Gone, and while retrying after an error: the view of
+        # this kind is then the last good state, not the current one, and /readyz says so.
+        self.behind: str | None = "not listed yet"
+        self.behind_since: float | None = None
 
     # ---- applying changes -------------------------------------------------------------
 
@@ -309,6 +315,7 @@ class _KindCache:
             self.relists += 1
         self.lists += 1
         self.last_list = self.last_contact = time.monotonic()
+        self.behind = self.behind_since = None
         self.synced.set()
         if self.source.ready():
             # every kind listed: this is a complete view, and a long-lived one (cluster/heap.py)
@@ -350,6 +357,7 @@ class _KindCache:
                 # continue token on a list. The history no longer reaches us: relist.
                 if isinstance(exc, watching.WatchGone) or watching.http_status(exc) == 410:
                     need_list = True
+                    self._fall_behind(f"relisting: resourceVersion expired ({_describe(exc)})")
                     log.info("live cache: %s: resourceVersion expired (%s); relisting", self.kind.name,
                              _describe(exc))
                     self.gone_streak += 1
@@ -358,12 +366,18 @@ class _KindCache:
                     continue
                 self.errors += 1
                 self.last_error = _describe(exc)
+                self._fall_behind(f"retrying after {self.last_error}")
                 delay = self.backoff.next_delay()
                 log.warning("live cache: %s: %s; retrying in %.1fs (view kept, %s)", self.kind.name,
                             self.last_error, delay, "synced" if self.synced.is_set() else "not synced yet")
                 stop.wait(delay)
             finally:
                 self.stream = None
+
+    def _fall_behind(self, why: str) -> None:
+        if self.behind_since is None:
+            self.behind_since = time.monotonic()
+        self.behind = why
 
     def watch_once(self) -> bool:
         """Follow one watch stream until it ends; True if it delivered anything."""
@@ -381,6 +395,9 @@ class _KindCache:
             return True
         received = False
         started = self.last_contact = time.monotonic()  # the server answered: we are current
+        if self.synced.is_set():
+            # the watch continues from our resourceVersion: the server replays what we missed
+            self.behind = self.behind_since = None
         try:
             for event in stream.events():
                 self.apply_event(event)
@@ -484,6 +501,19 @@ class LiveSource:
     def ready(self) -> bool:
         """True once every kind has been listed completely; stays true through outages."""
         return all(kc.synced.is_set() for kc in self._kinds)
+
+    def behind(self) -> dict[str, str]:
+        """The kinds not following the API server right now, each with why and for how long
+        ({} when every watch is current). The view keeps the last good state of those kinds
+        meanwhile (ready() stays true): verdicts go on, and /readyz says they may be stale."""
+        now = time.monotonic()
+        out = {}
+        for kc in self._kinds:
+            why = kc.behind
+            if why is not None:
+                since = kc.behind_since
+                out[kc.kind.name] = why if since is None else f"{why}, for {now - since:.0f}s"
+        return out
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -1,5 +1,11 @@
-"""core/v1 Events on a Namespace, so `kubectl get events -n NS` (and describe) explain what the
-isolation controller did and why.
+"""core/v1 Events on a Namespace, so `kubectl get events` explains what the isolation controller
+did and why.
+
+Where they live: in the namespace `default`, like client-go's recorder puts every Event about a
+cluster-scoped object. A Namespace is cluster-scoped (its involvedObject has no namespace), and
+the API server refuses (422) such an Event anywhere but `default` or `kube-system` - an Event in
+the labeled namespace itself is never stored. Find them with
+`kubectl -n default get events --field-selector involvedObject.kind=Namespace,involvedObject.name=NS`.
 
 Events are writes too, and a steady state must make none: conditions that persist (an
 unknown label value, a name taken by someone else's policy) are reported once, and again
@@ -23,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional
 log = logging.getLogger(__name__)
 
 COMPONENT = "netpol-guard"
+EVENT_NAMESPACE = "default"  # see above: the only namespace a real API server accepts (with kube-system)
 
 
 class EventRecorder:
@@ -60,7 +67,7 @@ class EventRecorder:
         micro = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": name},
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": EVENT_NAMESPACE},
             "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": name,
                                "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
             "reason": reason, "message": message, "type": type_,
@@ -92,7 +99,7 @@ class EventRecorder:
 
     def _send(self, name: str, body: dict, once_key: Optional[tuple]) -> None:
         try:
-            resp = self._core.create_namespaced_event(name, body, _preload_content=False,
+            resp = self._core.create_namespaced_event(EVENT_NAMESPACE, body, _preload_content=False,
                                                       _request_timeout=self._timeout)
             resp.release_conn()  # nothing to read; give the connection back to the pool
         except Exception as exc:  # noqa: BLE001
