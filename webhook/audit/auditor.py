@@ -14,11 +14,12 @@ changes). Policies in exempt namespaces are not audited, as the webhook does not
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional
 
 from webhook.audit.deps import Cause, Change, DependencyIndex, policy_ip_blocks, policy_tokens
-from webhook.audit.diff import AuditDelta, PolicyDelta, diff_findings
+from webhook.audit.diff import AuditDelta, Identity, PolicyDelta, diff_findings, identities
 from webhook.cluster.view import ClusterView
 from webhook.config import Config
 from webhook.policy.model import NetworkPolicy
@@ -29,16 +30,32 @@ from webhook.rules.runner import check_policy
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """One audited policy: its findings, and the causes of the last change of them."""
+    """One audited policy: its findings; for each (by identity, see diff.identities) when it
+    was first seen and, when it appeared on a re-check that a change triggered, the causes."""
 
     policy: NetworkPolicy
     findings: tuple[Finding, ...]
-    causes: tuple[Cause, ...] = ()  # why the findings last changed (empty after a full audit)
+    causes: Mapping[Identity, tuple[Cause, ...]] = field(default_factory=dict)
+    seen: Mapping[Identity, float] = field(default_factory=dict)
+    since: float = 0.0  # when the set of findings last changed (or the policy was first audited)
+
+    def causes_of(self, finding: Finding) -> tuple[Cause, ...]:
+        for ident, f in identities(self.findings).items():
+            if f is finding:
+                return self.causes.get(ident, ())
+        return ()
+
+    def seen_of(self, finding: Finding) -> float:
+        for ident, f in identities(self.findings).items():
+            if f is finding:
+                return self.seen.get(ident, 0.0)
+        return 0.0
 
 
 class Auditor:
-    def __init__(self, view: ClusterView, config: Config):
+    def __init__(self, view: ClusterView, config: Config, clock: Callable[[], float] = time.time):
         self.view = view
+        self.clock = clock
         self.config = config
         self.results: dict[str, PolicyResult] = {}
         self.index = DependencyIndex()
@@ -95,8 +112,22 @@ class Auditor:
         self.checks += 1
         self.index.put(key, policy_tokens(policy, self.view, self.config), policy_ip_blocks(policy))
         d = diff_findings(key, old, findings, causes)
-        kept = causes if (d.appeared or d.cleared) else (before.causes if before else ())
-        self.results[key] = PolicyResult(policy, findings, kept)
+        now = self.clock()
+        old_causes = before.causes if before else {}
+        old_seen = before.seen if before else {}
+        new_causes: dict[Identity, tuple[Cause, ...]] = {}
+        seen: dict[Identity, float] = {}
+        for ident in identities(findings):
+            if ident in old_seen:
+                seen[ident] = old_seen[ident]
+                if ident in old_causes:
+                    new_causes[ident] = old_causes[ident]
+            else:
+                seen[ident] = now
+                if causes:
+                    new_causes[ident] = causes
+        since = before.since if before and not (d.appeared or d.cleared) else now
+        self.results[key] = PolicyResult(policy, findings, new_causes, seen, since)
         return d
 
     def _exempt(self, namespace: str) -> bool:
@@ -112,3 +143,33 @@ class Auditor:
     def namespaces(self) -> list[str]:
         return sorted({r.policy.namespace for r in self.results.values()})
 
+
+
+# --- results that belong to no one policy ----------------------------------------------------
+
+DNS_TARGET_RULE = "dns-target-missing"
+
+
+def dns_target_problem(view: ClusterView, config: Config) -> Optional[str]:
+    """Why the configured DNS target selects no pod in the live view, or None. Every
+    egress-isolated namespace's DNS allowance points at it, so this is one cluster-level
+    result (a ClusterPolicyReport), not a finding repeated on every egress policy."""
+    dns = config.dns
+    if not view.pods_known or dns.nodeLocalAddresses:
+        return None  # nothing to tell from an inventory that was not shown; node-local DNS is an address
+    from webhook.policy.selectors import LabelSelector
+    sel = LabelSelector(tuple(sorted(dns.podLabels.items())))
+    if view.select_pods(dns.namespace, sel, limit=1):
+        return None
+    wanted = ", ".join(f"{k}={v}" for k, v in sorted(dns.podLabels.items()))
+    if view.namespace(dns.namespace) is None:
+        return f"the DNS namespace {dns.namespace} does not exist; DNS allowances toward it reach nothing"
+    looks = [p for p in view.pods(dns.namespace) if any(cp.port == 53 for cp in p.ports)]
+    hint = ""
+    if looks:
+        p = sorted(looks, key=lambda p: p.name)[0]
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(p.labels.items())) or "no labels"
+        hint = (f"; {p.ref} listens on port 53 with {labels} - relabel it or set dns.podLabels "
+                "to match")
+    return (f"no pod in {dns.namespace} carries {wanted} (the configured DNS target): every DNS "
+            f"allowance that selects it reaches nothing, so egress-isolated pods cannot resolve names{hint}")

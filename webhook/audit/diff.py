@@ -13,8 +13,11 @@ from webhook.audit.deps import Cause
 from webhook.rules.base import Finding
 
 
-def identities(findings: Iterable[Finding]) -> dict[tuple[str, str, int], Finding]:
-    out: dict[tuple[str, str, int], Finding] = {}
+Identity = tuple[str, str, int]  # (rule, path, n-th finding of that rule at that path)
+
+
+def identities(findings: Iterable[Finding]) -> dict[Identity, Finding]:
+    out: dict[Identity, Finding] = {}
     seen: dict[tuple[str, str], int] = {}
     for f in findings:
         n = seen.get((f.rule, f.path), 0)
