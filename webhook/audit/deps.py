@@ -10,10 +10,13 @@ The tokens over-approximate on purpose (a policy may be re-checked and found unc
 never miss a change of *which* findings a policy has: a selector's match can only flip when a
 label it names changes, so
 
-- ("podpair", k, v)   a pod anywhere gained or lost label k=v (matchLabels, In values);
-- ("podkeyany", k)    a pod anywhere changed label k (Exists, NotIn, DoesNotExist);
-- ("podkey", ns, k)   a pod in `ns` changed label k: the policy's own namespace (and small
-                      namespaceSelector scopes), where the rules look for close matches too;
+- ("podkey", ns, k)   a pod in `ns` changed label k: for the policy's own namespace and the
+                      namespaces its namespaceSelectors match (when few), where the rules
+                      also look for close matches;
+- ("podpair", k, v)   a pod anywhere gained or lost label k=v (matchLabels, In values), and
+- ("podkeyany", k)    ... changed label k (Exists, NotIn, DoesNotExist): for selectors over
+                      too many namespaces to name, and own-namespace selectors that match
+                      nothing there (the rules then say where such pods do run);
 - ("podpop", ns)      a pod was created or deleted in `ns` (an empty pod selector's scope);
 - ("podpopany",)      ... anywhere (an empty pod selector over a large namespace scope);
 - ("nspair", k, v) / ("nskey", k) / ("nsany",)   the same for namespaces and namespaceSelectors;
@@ -105,36 +108,48 @@ def _selector_keys(sel: LabelSelector) -> set[str]:
     return {k for k, _ in sel.match_labels} | {r.key for r in sel.expressions}
 
 
-def _pod_selector_tokens(sel: Optional[LabelSelector], scope: Iterable[str] | None) -> Iterator[Token]:
-    """Tokens of a pod selector whose scope is the namespaces `scope` (None: too many to name)."""
-    if sel is not None:
-        yield from _selector_tokens(sel, "podpair", "podkeyany")
+def _pod_selector_tokens(sel: Optional[LabelSelector], scope: Iterable[str] | None,
+                         view: ClusterView, local: bool = False) -> Iterator[Token]:
+    """Tokens of a pod selector whose scope is the namespaces `scope` (None: too many to name).
+
+    `local`: a selector without a namespaceSelector (the policy's own namespace). The rules look
+    beyond that namespace ("pods with these labels run in namespace X") only while the selector
+    matches nothing in it, so only then does it depend on pods elsewhere; once it matches, a
+    change elsewhere cannot move its verdict, and a change here re-checks (and re-indexes) it."""
     if sel is None or sel.is_empty:
         if scope is None:
             yield ("podpopany",)
         else:
             yield from (("podpop", ns) for ns in scope)
-    elif scope is not None:
+        return
+    keys = _selector_keys(sel)
+    if scope is not None:
         for ns in scope:
-            for k in _selector_keys(sel):
+            for k in keys:
                 yield ("podkey", ns, k)
+    if scope is None or (local and not any(view.any_pod(ns, sel) for ns in scope)):
+        yield from _selector_tokens(sel, "podpair", "podkeyany")
 
 
 def policy_tokens(policy: NetworkPolicy, view: ClusterView, config: Config) -> set[Token]:
     """Every token `policy`'s findings may depend on, against the view as it is now (the
-    namespace scopes of its namespaceSelectors are resolved; a change of those namespaces'
-    labels is itself a token, after which the policy is re-checked and re-indexed)."""
+    namespace scopes of its namespaceSelectors are resolved, and whether its own-namespace
+    selectors match; a change of either is itself a token, after which the policy is
+    re-checked and re-indexed)."""
     ns = policy.namespace
     out: set[Token] = {("ns", ns), ("policies", ns)}
     if EGRESS in policy.policy_types:
         out.add(("dns",))
-    out.update(_pod_selector_tokens(policy.pod_selector, (ns,)))
+    out.update(_pod_selector_tokens(policy.pod_selector, (ns,), view, local=True))
     for rule in policy.ingress + policy.egress:
+        # A rule that ORs a namespace-only peer with a pod-only one is checked for the AND the
+        # author may have meant (peers-or-confusion): its pod selector over the other's scope.
+        ored = any(p.is_namespace_only for p in rule.peers) and any(p.is_pod_only for p in rule.peers)
         for peer in rule.peers:
             nsel = peer.namespace_selector
             if nsel is None:
                 if peer.pod_selector is not None:
-                    out.update(_pod_selector_tokens(peer.pod_selector, (ns,)))
+                    out.update(_pod_selector_tokens(peer.pod_selector, None if ored else (ns,), view, local=True))
                 continue
             out.update(_selector_tokens(nsel, "nspair", "nskey"))
             if nsel.is_empty:
@@ -144,7 +159,7 @@ def policy_tokens(policy: NetworkPolicy, view: ClusterView, config: Config) -> s
                 scope = view.select_namespaces(nsel)
                 if len(scope) > SCOPE_MAX:
                     scope = None
-            out.update(_pod_selector_tokens(peer.pod_selector, scope))
+            out.update(_pod_selector_tokens(peer.pod_selector, scope, view))
         for spec in rule.ports:
             if spec.port is None:
                 continue
