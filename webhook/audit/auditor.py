@@ -58,6 +58,7 @@ class Auditor:
         self.clock = clock
         self.config = config
         self.results: dict[str, PolicyResult] = {}
+        self._by_namespace: dict[str, dict[str, PolicyResult]] = {}  # reports are per namespace
         self.index = DependencyIndex()
         self._known = (view.namespaces_known, view.pods_known)
         self.checks = 0  # policies checked since construction (all passes)
@@ -106,6 +107,10 @@ class Auditor:
         causes = tuple(causes)
         if policy is None:
             self.results.pop(key, None)
+            ns_results = self._by_namespace.get(key.partition("/")[0], {})
+            ns_results.pop(key, None)
+            if not ns_results:
+                self._by_namespace.pop(key.partition("/")[0], None)
             self.index.remove(key)
             return diff_findings(key, old, (), causes, deleted=True)
         findings = tuple(check_policy(policy, ctx))
@@ -127,7 +132,8 @@ class Auditor:
                 if causes:
                     new_causes[ident] = causes
         since = before.since if before and not (d.appeared or d.cleared) else now
-        self.results[key] = PolicyResult(policy, findings, new_causes, seen, since)
+        self.results[key] = self._by_namespace.setdefault(policy.namespace, {})[key] = \
+            PolicyResult(policy, findings, new_causes, seen, since)
         return d
 
     def _exempt(self, namespace: str) -> bool:
@@ -138,10 +144,10 @@ class Auditor:
         return {k: r.findings for k, r in self.results.items()}
 
     def in_namespace(self, namespace: str) -> list[PolicyResult]:
-        return [r for k, r in sorted(self.results.items()) if r.policy.namespace == namespace]
+        return [r for _, r in sorted(self._by_namespace.get(namespace, {}).items())]
 
     def namespaces(self) -> list[str]:
-        return sorted({r.policy.namespace for r in self.results.values()})
+        return sorted(self._by_namespace)
 
 
 
