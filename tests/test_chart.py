@@ -38,6 +38,7 @@ SCENARIOS = {
     "existing-secret": {"certificates": {"mode": "existingSecret",
                                          "existingSecret": {"name": "my-tls", "caBundle": "LS0tLS1CRUdJTg=="}}},
     "gate-on": {"config": {"isolation": {"gatePods": True}}},
+    "audit-on": {"config": {"audit": {"enabled": True}}, "controller": {"enabled": False}},
     "mutations-on": {"config": {"mutations": {"addDnsEgress": True, "explicitPolicyTypes": True,
                                               "exceptMetadataAddress": True}}},
     "everything": {
