@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NPG    := $(VENV)/bin/netpol-guard
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint-examples docs bench tools clean
+.PHONY: run test lint-examples docs bench tools controlplane cluster cluster-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,21 @@ lint-examples: $(STAMP)
 	$(NPG) lint --cluster examples/cluster examples/policies/good
 	-$(NPG) lint --cluster examples/cluster examples/policies/bad
 
-test: $(STAMP) tools
+# The real control plane the e2e tier runs on: etcd, kube-apiserver, kube-controller-manager
+# and kubectl built from their Go modules (scripts/controlplane/versions.env), once per machine,
+# into ~/.cache/netpol-guard (NETPOL_GUARD_CACHE overrides). Needs Go and the Go module proxy.
+controlplane:
+	@scripts/controlplane/build.sh >/dev/null
+
+test: $(STAMP) tools controlplane
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest -q
+
+# A local real control plane with netpol-guard in front of it; prints `export KUBECONFIG=...`.
+cluster: $(STAMP) tools controlplane
+	@PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m tests.e2e.cluster up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m tests.e2e.cluster down; else echo "stopped: nothing was running"; fi
 
 docs: $(STAMP)
 	$(NPG) rules --format markdown > docs/rules.md
@@ -38,4 +51,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .tools build *.egg-info .pytest_cache
+	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .cluster

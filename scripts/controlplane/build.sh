@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the pinned control plane (kube-apiserver, kubectl, etcd) from Go modules, once.
+# Builds the pinned control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) from
+# Go modules, once. kube-controller-manager runs only the namespace and garbage-collector
+# controllers in the e2e tier: without them a deleted namespace never goes away.
 #
 #   scripts/controlplane/build.sh          # prints the bin directory, building it if missing
 #
@@ -14,8 +16,9 @@ source "$here/versions.env"
 cache_root="${NETPOL_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netpol-guard}"
 key="$(cat "$here/versions.env" "$here"/kube/go.mod "$here"/kube/go.sum "$here"/etcd/go.mod "$here"/etcd/go.sum | sha256sum | cut -c1-12)"
 dest="$cache_root/controlplane/kube-${KUBE_VERSION}_etcd-${ETCD_VERSION}_${key}"
+complete() { for b in etcd kube-apiserver kube-controller-manager kubectl; do [ -x "$1/bin/$b" ] || return 1; done; }
 
-if [ -x "$dest/bin/kube-apiserver" ] && [ -x "$dest/bin/kubectl" ] && [ -x "$dest/bin/etcd" ]; then
+if complete "$dest"; then
     echo "$dest/bin"
     exit 0
 fi
@@ -25,7 +28,7 @@ mkdir -p "$cache_root/controlplane"
 # One build at a time per machine: parallel test runs wait for the first one.
 exec 9>"$cache_root/controlplane/.build.lock"
 flock 9
-if [ -x "$dest/bin/kube-apiserver" ] && [ -x "$dest/bin/kubectl" ] && [ -x "$dest/bin/etcd" ]; then
+if complete "$dest"; then
     echo "$dest/bin"
     exit 0
 fi
@@ -47,6 +50,7 @@ done
 
 export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 (cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+(cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager)
 (cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/kubectl" k8s.io/kubernetes/cmd/kubectl)
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/etcd" .)
 
