@@ -91,7 +91,7 @@ def setup(tmp_path):
     state = {"leader": True}
     metrics = Metrics(str(tmp_path))
     loop = AuditLoop(view, rec, DEFAULT, ReportWriter(None, api=api), events, is_leader=lambda: state["leader"],
-                     ready=lambda: True, metrics=metrics, gauges_dir=str(tmp_path), debounce=0.05, max_delay=0.5)
+                     ready=lambda: True, metrics=metrics, gauges_dir=str(tmp_path), debounce=0.3, max_delay=2.0)
     return view, rec, api, events, state, loop, tmp_path
 
 
@@ -168,6 +168,17 @@ def test_nothing_is_written_while_not_leading_and_a_new_leader_rewrites_nothing_
                       ready=lambda: True, debounce=0.05)
     assert other.step() == "full (took over)"
     assert api.writes == writes  # ns0's relabel changed no finding: every report was already right
+
+
+def test_a_new_clean_policy_in_a_new_namespace_gets_a_passing_report(setup):
+    from tests.test_audit_core import netpol
+    view, rec, api, events, state, loop, _ = setup
+    loop.step()
+    rec.upsert(Namespace("fresh", {"kubernetes.io/metadata.name": "fresh"}))
+    rec.upsert(netpol("fresh", "deny", "  podSelector: {}\n  policyTypes: [Ingress]\n"))
+    settle(loop)
+    rows = api.store[("policyreports", "fresh", "netpol-guard")]["results"]
+    assert [(r["policy"], r["rule"], r["result"]) for r in rows] == [("fresh/deny", "all-rules", "pass")]
 
 
 def test_deleted_policies_take_their_namespace_report_with_them(setup):

@@ -103,3 +103,13 @@ def test_dns_target_missing_is_one_cluster_level_result():
     # node-local DNS is an address, not pods: nothing to say
     local = replace(DEFAULT, dns=replace(DEFAULT.dns, nodeLocalAddresses=("169.254.20.10",)))
     assert dns_target_problem(view, local) is None
+
+
+def test_a_rewritten_report_keeps_the_first_seen_time_of_unchanged_results():
+    stored = {"results": [{"policy": "a/p", "rule": "r", "result": "fail", "message": "m", "timestamp": {"seconds": 5, "nanos": 0}},
+                          {"policy": "a/q", "rule": "r", "result": "fail", "message": "old", "timestamp": {"seconds": 6, "nanos": 0}}]}
+    new = {"results": [{"policy": "a/p", "rule": "r", "result": "fail", "message": "m", "timestamp": {"seconds": 90, "nanos": 0}},
+                       {"policy": "a/q", "rule": "r", "result": "fail", "message": "new", "timestamp": {"seconds": 91, "nanos": 0}}]}
+    kept = report.keep_timestamps(new, stored)
+    assert [r["timestamp"]["seconds"] for r in kept["results"]] == [5, 91]
+    assert report.content(kept) == report.content(new)  # timestamps alone never cause a write

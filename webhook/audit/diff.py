@@ -69,5 +69,6 @@ class AuditDelta:
 
     @property
     def namespaces(self) -> set[str]:
-        """Namespaces whose report content may differ after this pass."""
-        return {d.namespace for d in self.changed}
+        """Namespaces whose report content may differ after this pass: of every policy re-checked
+        (a new policy without findings adds a pass result; an edited one may add skip results)."""
+        return {d.namespace for d in self.policies}

@@ -4,6 +4,7 @@ audit core, and the writes (reports, Events) - only while this replica leads.
 Each step:
 - not leading: queued changes are dropped (a full pass follows on taking over);
 - taking over (or starting): learn the reports already written, full audit, write what differs;
+- after a failed write: every report written again (where the content differs) 5 s later;
 - every `full_seconds`: a full audit again (the safety net for anything the index missed,
   and the refresh of suggestion wording), writing only what differs;
 - otherwise, once changes have been quiet for `debounce` seconds (or have waited `max_delay`
@@ -52,6 +53,8 @@ class AuditLoop:
         self.rechecks = 0
         self.events_sent = 0
         self.last_lag: Optional[float] = None
+        self.retry_at: Optional[float] = None  # a write failed: write everything again then
+        self.retry_seconds = 5.0
 
     # --- one step ---------------------------------------------------------------------------
     def step(self) -> str:
@@ -75,6 +78,10 @@ class AuditLoop:
             self.recorder.take()
             self._full(now, events=True)
             return "full (periodic)"
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            self._write(None)
+            return "retried writes"
         first, last = self.recorder.first_at, self.recorder.last_at
         if first is None or last is None:
             return "idle"
@@ -84,8 +91,12 @@ class AuditLoop:
         if not changes:
             return "idle"
         delta = self.auditor.apply(changes)
-        self._write(delta.namespaces if not delta.full else None)
+        writes = self._write(delta.namespaces if not delta.full else None)
         self._events(delta)
+        log.log(logging.INFO if writes else logging.DEBUG,
+                "audit: %d changes, %d policies re-checked, %d findings appeared, %d cleared, %d report writes",
+                len(changes), delta.rechecked, sum(len(d.appeared) for d in delta.changed),
+                sum(len(d.cleared) for d in delta.changed), writes)
         self.last_lag = time.monotonic() - first
         self.passes["full" if delta.full else "incremental"] += 1
         self.changes_seen += len(changes)
@@ -110,6 +121,7 @@ class AuditLoop:
         """Rewrite the reports of `namespaces` (None: every namespace the audit or the writer knows)."""
         if namespaces is None:
             namespaces = set(self.auditor.namespaces()) | self.writer.namespaces()
+        errors_before = self.writer.errors
         writes = 0
         for ns in sorted(namespaces):
             results = self.auditor.in_namespace(ns)
@@ -118,6 +130,9 @@ class AuditLoop:
         writes += self.writer.sync_cluster(rpt.cluster_report(rpt.dns_target_rows(problem, self.config.dns.namespace)))
         if self.metrics is not None and writes:
             self.metrics.inc("netpol_guard_audit_report_writes_total", None, writes)
+        if self.writer.errors > errors_before and self.retry_at is None:
+            # e.g. the CRD is not established yet, or the API server is briefly away
+            self.retry_at = self.clock() + self.retry_seconds
         return writes
 
     def _events(self, delta: AuditDelta) -> None:

@@ -149,10 +149,28 @@ def _chunks(kind: str, namespace: Optional[str], rows: list[dict]) -> list[dict]
 
 
 def content(report: Mapping) -> str:
-    """What decides whether a stored report must be rewritten: everything but server metadata."""
+    """What decides whether a stored report must be rewritten: everything but server metadata
+    and the results' timestamps (each replica's audit has its own clock: a new leader must not
+    rewrite every report only because it first saw the same findings later)."""
     meta = report.get("metadata") or {}
+    results = [{k: v for k, v in r.items() if k != "timestamp"} for r in report.get("results") or []]
     return json.dumps({"labels": meta.get("labels") or {}, "summary": report.get("summary"),
-                       "results": report.get("results") or []}, sort_keys=True, separators=(",", ":"))
+                       "results": results}, sort_keys=True, separators=(",", ":"))
+
+
+def keep_timestamps(report: dict, stored: Optional[Mapping]) -> dict:
+    """`report` with the timestamps of the stored report's identical results (same policy, rule,
+    result and message): a result keeps the time it was first reported across rewrites of its
+    report and across leaders."""
+    if not stored:
+        return report
+    def ident(r: Mapping) -> tuple:
+        return (r.get("policy"), r.get("rule"), r.get("result"), r.get("message"))
+    old = {ident(r): r["timestamp"] for r in stored.get("results") or () if isinstance(r, Mapping) and "timestamp" in r}
+    if not old:
+        return report
+    rows = [{**r, "timestamp": old[ident(r)]} if ident(r) in old else r for r in report.get("results") or []]
+    return {**report, "results": rows}
 
 
 def dns_target_rows(problem: Optional[str], config_dns_namespace: str, since: float = 0.0) -> list[dict]:

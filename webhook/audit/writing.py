@@ -94,6 +94,7 @@ class ReportWriter:
             if current is not None and rpt.content(current) == content:
                 self.known[key] = content  # someone (another leader) wrote it already
                 return 0
+            body = rpt.keep_timestamps(body, current)
             if current is None:
                 if namespace:
                     self._api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body,
