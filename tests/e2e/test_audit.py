@@ -232,3 +232,27 @@ def test_audit_cli_on_the_live_cluster_prints_reports_kubectl_accepts(audited):
     assert lint.returncode in (0, 1), lint.stderr
     checked = json.loads(lint.stdout)["summary"]["policies"]
     assert checked == len(get_json(audited, "networkpolicies", "-n", "shop")["items"])
+    sim = subprocess.run([sys.executable, "-m", "webhook", "simulate", "--kubeconfig", str(audited.kubeconfig),
+                          "--namespace", "shop", "--port", "8080/TCP", "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    matrix = json.loads(sim.stdout)
+    pods = {p["metadata"]["name"] for p in get_json(audited, "pods", "-n", "shop")["items"]}
+    assert pods and all(name.split("/")[0] == "shop" for name in _endpoints(matrix))
+
+
+def _endpoints(matrix) -> set:
+    """Every endpoint a simulate --format json matrix names (NS/NAME strings)."""
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif isinstance(node, str) and node.count("/") == 1 and not node[0].isdigit():
+            found.add(node)
+    walk(matrix)
+    return found
