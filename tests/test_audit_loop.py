@@ -212,3 +212,20 @@ def test_gauge_file_is_replaced_whole(tmp_path):
     write_gauges(str(tmp_path), {"b": 2.0})
     assert read_gauges(str(tmp_path)) == {"b": 2.0}
     assert read_gauges(str(tmp_path / "missing")) == {}
+
+
+def test_a_namespace_labeled_for_isolation_without_its_managed_policies_is_reported_until_they_exist(setup):
+    from tests.test_audit_core import netpol
+    view, rec, api, events, state, loop, _ = setup
+    loop.step()
+    rec.upsert(Namespace("locked", {"kubernetes.io/metadata.name": "locked", "netpol-guard.io/isolate": "ingress"}))
+    settle(loop)
+    rows = api.store[("policyreports", "locked", "netpol-guard")]["results"]
+    assert [(r["policy"], r["rule"], r["result"]) for r in rows] == [
+        ("locked/netpol-guard-default-deny", "isolation-policy-missing", "fail")]
+    assert "labeled netpol-guard.io/isolate=ingress, but netpol-guard-default-deny is not there" in rows[0]["message"]
+    managed = netpol("locked", "netpol-guard-default-deny", "  podSelector: {}\n  policyTypes: [Ingress]\n")
+    rec.upsert(managed)
+    settle(loop)
+    rows = api.store[("policyreports", "locked", "netpol-guard")]["results"]
+    assert [r["rule"] for r in rows] == ["all-rules"]

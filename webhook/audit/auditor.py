@@ -179,3 +179,35 @@ def dns_target_problem(view: ClusterView, config: Config) -> Optional[str]:
                 "to match")
     return (f"no pod in {dns.namespace} carries {wanted} (the configured DNS target): every DNS "
             f"allowance that selects it reaches nothing, so egress-isolated pods cannot resolve names{hint}")
+
+
+ISOLATION_MISSING_RULE = "isolation-policy-missing"
+
+
+def isolation_problems(view: ClusterView, config: Config, namespace: str) -> list[tuple[str, str]]:
+    """(managed policy name, why) for each policy the namespace's isolation label asks for
+    that is not there. A namespace-level result: with the policy missing there is no policy
+    for a rule to report on, so the audit puts it in the namespace's report under the missing
+    policy's name. Namespaces being deleted, exempt, or with an unknown label value (the
+    controller's own Event explains those) have none."""
+    from webhook.isolation.desired import MODES, desired_policies
+
+    ns = view.namespace(namespace)
+    if ns is None or ns.terminating or namespace in config.exemptNamespaces:
+        return []
+    mode = ns.labels.get(config.isolation.labelKey)
+    if mode not in MODES:
+        return []
+    out = []
+    for d in desired_policies(namespace, mode, config):
+        name = d["metadata"]["name"]
+        if view.policy(namespace, name) is None:
+            out.append((name, f"namespace {namespace} is labeled {config.isolation.labelKey}={mode}, but {name} "
+                              "is not there: the namespace is not isolated as its label says (the isolation "
+                              "controller creates it within seconds; is it running?)"))
+    return out
+
+
+def isolated_namespaces(view: ClusterView, config: Config) -> list[str]:
+    key = config.isolation.labelKey
+    return sorted(ns.name for ns in view.namespaces() if key in ns.labels)

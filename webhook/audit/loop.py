@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Optional
 
 from webhook.audit import report as rpt
-from webhook.audit.auditor import Auditor, dns_target_problem
+from webhook.audit.auditor import Auditor, dns_target_problem, isolated_namespaces, isolation_problems
 from webhook.audit.diff import AuditDelta
 from webhook.audit.feed import Recorder
 from webhook.audit.writing import event_lines
@@ -91,7 +91,10 @@ class AuditLoop:
         if not changes:
             return "idle"
         delta = self.auditor.apply(changes)
-        writes = self._write(delta.namespaces if not delta.full else None)
+        # namespaces whose isolation label or policies changed: their managed policies may be missing now
+        touched = {c.subject.name if c.kind == "Namespace" else c.subject.namespace  # type: ignore[attr-defined]
+                   for c in changes if c.kind in ("Namespace", "NetworkPolicy")}
+        writes = self._write(delta.namespaces | touched if not delta.full else None)
         self._events(delta)
         log.log(logging.INFO if writes else logging.DEBUG,
                 "audit: %d changes, %d policies re-checked, %d findings appeared, %d cleared, %d report writes",
@@ -120,12 +123,14 @@ class AuditLoop:
     def _write(self, namespaces: Optional[set[str]]) -> int:
         """Rewrite the reports of `namespaces` (None: every namespace the audit or the writer knows)."""
         if namespaces is None:
-            namespaces = set(self.auditor.namespaces()) | self.writer.namespaces()
+            namespaces = (set(self.auditor.namespaces()) | self.writer.namespaces()
+                          | set(isolated_namespaces(self.view, self.config)))
         errors_before = self.writer.errors
         writes = 0
         for ns in sorted(namespaces):
             results = self.auditor.in_namespace(ns)
-            writes += self.writer.sync(ns, rpt.namespace_reports(ns, results) if results else [])
+            missing = rpt.isolation_rows(ns, isolation_problems(self.view, self.config, ns))
+            writes += self.writer.sync(ns, rpt.namespace_reports(ns, results, missing) if results or missing else [])
         problem = dns_target_problem(self.view, self.config)
         writes += self.writer.sync_cluster(rpt.cluster_report(rpt.dns_target_rows(problem, self.config.dns.namespace)))
         if self.metrics is not None and writes:

@@ -14,6 +14,7 @@ limit is split into `netpol-guard`, `netpol-guard-2`, ... (each below MAX_REPORT
 from __future__ import annotations
 
 import json
+import time
 from typing import Iterable, Mapping, Optional, Sequence
 
 from webhook.audit.auditor import PolicyResult
@@ -121,11 +122,13 @@ def chunk_name(i: int) -> str:
     return REPORT_NAME if i == 0 else f"{REPORT_NAME}-{i + 1}"
 
 
-def namespace_reports(namespace: str, results: Iterable[PolicyResult]) -> list[dict]:
-    """The PolicyReports of one namespace (usually one; more only past the size limit)."""
+def namespace_reports(namespace: str, results: Iterable[PolicyResult], extra: Iterable[dict] = ()) -> list[dict]:
+    """The PolicyReports of one namespace (usually one; more only past the size limit);
+    `extra`: namespace-level rows (isolation_rows)."""
     rows: list[dict] = []
     for r in sorted(results, key=lambda r: r.policy.key):
         rows.extend(policy_results(r))
+    rows.extend(extra)
     return _chunks("PolicyReport", namespace, rows)
 
 
@@ -183,3 +186,16 @@ def dns_target_rows(problem: Optional[str], config_dns_namespace: str, since: fl
     return [{**base, "result": "fail", "severity": "high", "message": _cut(problem),
              "properties": {"severity": "error", "fix": "dns:\n  namespace: <where the DNS pods run>\n"
                                                         "  podLabels: {<label>: <value the DNS pods carry>}"}}]
+
+
+def isolation_rows(namespace: str, problems: Iterable[tuple[str, str]], fixes: Mapping[str, str] | None = None) -> list[dict]:
+    """Rows for managed policies the namespace's isolation label asks for and that are missing."""
+    out = []
+    for name, message in problems:
+        out.append({"policy": f"{namespace}/{name}", "rule": "isolation-policy-missing", "result": "fail",
+                    "severity": "high", "category": "isolation", "source": SOURCE, "scored": True,
+                    "message": _cut(message), "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": namespace}],
+                    "properties": {"severity": "error", "path": "metadata.labels",
+                                   **({"fix": fixes[name]} if fixes and name in fixes else {})},
+                    "timestamp": _timestamp(time.time())})  # a rewrite keeps the stored one (keep_timestamps)
+    return out

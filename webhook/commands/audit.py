@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from webhook.audit.auditor import Auditor, dns_target_problem
+    from webhook.audit.auditor import Auditor, dns_target_problem, isolated_namespaces, isolation_problems
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
     from webhook.cluster.listing import ListingError, list_cluster
     from webhook.config import ConfigError, load
@@ -58,12 +58,19 @@ def run(args: argparse.Namespace) -> int:
     results = [r for _, r in sorted(auditor.results.items())
                if not args.namespace or r.policy.namespace == args.namespace]
     dns_problem = dns_target_problem(listed.view, config)
+    missing = {ns: isolation_problems(listed.view, config, ns) for ns in isolated_namespaces(listed.view, config)
+               if not args.namespace or ns == args.namespace}
+    missing = {ns: p for ns, p in missing.items() if p}
     findings = [f for r in results for f in r.findings]
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
+    counts["error"] += sum(len(p) for p in missing.values())
     summary = {"policies": len(results), "errors": counts["error"], "warnings": counts["warning"],
                "infos": counts["info"], "objects": listed.counts}
     if args.format == "json":
-        out = {"findings": [f.to_dict() for f in findings],
+        extra = [{"rule": "isolation-policy-missing", "category": "isolation", "severity": "error",
+                  "policy": f"{ns}/{name}", "file": None, "line": None, "path": "metadata.labels",
+                  "message": why, "fix": None} for ns, p in sorted(missing.items()) for name, why in p]
+        out = {"findings": [f.to_dict() for f in findings] + extra,
                "cluster": [{"rule": "dns-target-missing", "severity": "error", "message": dns_problem}]
                if dns_problem else [],
                "summary": summary}
@@ -72,27 +79,31 @@ def run(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.format == "policyreport":
-        _print_reports(auditor, results, dns_problem, config)
+        _print_reports(auditor, results, dns_problem, config, missing)
     else:
-        _print_text(results, summary, dns_problem, listed, args.quiet)
+        _print_text(results, summary, dns_problem, listed, args.quiet, missing)
     return EXIT_FINDINGS if counts["error"] or dns_problem else EXIT_OK
 
 
-def _print_reports(auditor, results, dns_problem, config) -> None:
+def _print_reports(auditor, results, dns_problem, config, missing) -> None:
     import yaml
 
     from webhook.audit import report
 
-    by_ns: dict[str, list] = {}
+    by_ns: dict[str, list] = {ns: [] for ns in missing}
     for r in results:
         by_ns.setdefault(r.policy.namespace, []).append(r)
-    items = [rep for ns in sorted(by_ns) for rep in report.namespace_reports(ns, by_ns[ns])]
+    items = [rep for ns in sorted(by_ns)
+             for rep in report.namespace_reports(ns, by_ns[ns], report.isolation_rows(ns, missing.get(ns, ())))]
     items += report.cluster_report(report.dns_target_rows(dns_problem, config.dns.namespace))
     yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, sort_keys=False)
 
 
-def _print_text(results, summary, dns_problem, listed, quiet: bool) -> None:
+def _print_text(results, summary, dns_problem, listed, quiet: bool, missing) -> None:
     out = sys.stdout
+    for ns, problems in sorted(missing.items()):
+        for name, why in problems:
+            out.write(f"{ns}/{name}: error [isolation-policy-missing] metadata.labels: {why}\n")
     for r in results:
         for f in r.findings:
             out.write(f"{f.policy}: {f.severity} [{f.rule}] {f.path}: {f.message}\n")
