@@ -264,3 +264,46 @@ def test_incremental_audit_agrees_with_a_full_audit_after_every_random_change():
             assert canonical(auditor.findings()) == canonical(full_findings(view)), (seed, step)
         # the point of the index: most changes re-check a fraction of the policies
         assert sorted(rechecks)[len(rechecks) // 2] < total / 2, (rechecks, total)
+
+
+def test_incremental_audit_agrees_with_a_full_audit_with_workload_not_isolated_on():
+    from dataclasses import replace
+    config = replace(DEFAULT, rules={"workload-not-isolated": "info"})
+    rnd = random.Random(7)
+    view, rec = cluster(4)
+    auditor = Auditor(view, config)
+    auditor.full()
+    for p in view.policies("ns1"):  # ns1 without its default-deny: some workloads are open
+        if p.name.startswith("deny-"):
+            rec.delete("NetworkPolicy", "ns1", p.name)
+    auditor.apply(rec.take())
+    seen = 0
+    for step in range(60):
+        _random_change(rnd, view, rec, 4)
+        auditor.apply(rec.take())
+        fresh = Auditor(view, config)
+        fresh.full()
+        assert canonical(auditor.findings()) == canonical(fresh.findings()), step
+        seen += any(f.rule == "workload-not-isolated" for fs in fresh.findings().values() for f in fs)
+    assert seen > 10  # the rule really was in play
+
+
+def test_workload_not_isolated_follows_a_label_only_another_policy_names():
+    """The finding sits on the first isolating policy, but a pod can leave the open set through
+    a label only a later policy names: every pod change of the namespace re-checks it."""
+    from dataclasses import replace
+    config = replace(DEFAULT, rules={"workload-not-isolated": "info"})
+    view, rec = cluster(1)
+    rec.upsert(Namespace("solo", {"kubernetes.io/metadata.name": "solo"}))
+    rec.upsert(Pod("solo", "web-0", {"app": "web"}))
+    rec.upsert(Pod("solo", "worker-0", {"app": "worker"}))
+    rec.upsert(netpol("solo", "a", "  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n"))
+    rec.upsert(netpol("solo", "b", "  podSelector: {matchLabels: {tier: front}}\n  policyTypes: [Ingress]\n"))
+    rec.take()
+    auditor = Auditor(view, config)
+    auditor.full()
+    assert [f.rule for f in auditor.results["solo/a"].findings] == ["workload-not-isolated"]
+    rec.upsert(Pod("solo", "worker-0", {"app": "worker", "tier": "front"}))
+    delta = auditor.apply(rec.take())
+    assert "solo/a" in {d.policy for d in delta.changed if d.cleared}
+    assert auditor.results["solo/a"].findings == ()

@@ -24,7 +24,8 @@ label it names changes, so
 - ("policies", ns)    a policy in the same namespace changed (rules compare sibling policies);
 - ("dns",)            the configured DNS target's pods or namespace changed (egress policies);
 - ("port", p)         a pod or Service declares container/service/target port p (number or name);
-- ("portrange",)      any port changed, for policies with an endPort range.
+- ("portrange",)      any port changed, for policies with an endPort range;
+- ("podany", ns)      any pod of `ns` created, deleted or relabeled (workload-not-isolated, when on).
 
 ipBlocks are matched by address (a pod or Service IP appearing inside a CIDR), not by token.
 
@@ -140,6 +141,8 @@ def policy_tokens(policy: NetworkPolicy, view: ClusterView, config: Config) -> s
     out: set[Token] = {("ns", ns), ("policies", ns)}
     if EGRESS in policy.policy_types:
         out.add(("dns",))
+    if config.rules.get("workload-not-isolated", "off") != "off" and policy.policy_types:
+        out.add(("podany", ns))  # which workloads no policy selects: any pod of the namespace
     out.update(_pod_selector_tokens(policy.pod_selector, (ns,), view, local=True))
     for rule in policy.ingress + policy.egress:
         # A rule that ORs a namespace-only peer with a pod-only one is checked for the AND the
@@ -240,6 +243,8 @@ def change_tokens(change: Change, view: ClusterView, config: Config) -> Iterator
         if existence != "changed":
             yield ("podpop", ns), whole
             yield ("podpopany",), whole
+        if old != new or existence != "changed":
+            yield ("podany", ns), (whole if existence != "changed" else Cause(what, obj_name, change="labels changed"))
         for k, a, b in _label_changes(old, new):
             cause = whole if existence != "changed" else Cause(what, obj_name, k, a, b)
             yield ("podkey", ns, k), cause
