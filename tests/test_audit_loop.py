@@ -158,16 +158,24 @@ def test_a_namespace_relabel_rewrites_only_affected_reports_with_the_cause_and_b
 def test_nothing_is_written_while_not_leading_and_a_new_leader_rewrites_nothing_already_right(setup):
     view, rec, api, events, state, loop, _ = setup
     loop.step()
+    rec.upsert(Namespace("monitoring", {"kubernetes.io/metadata.name": "monitoring"}))  # findings with a cause
+    settle(loop)
     writes = api.writes
     state["leader"] = False
-    rec.upsert(Namespace("ns0", {"kubernetes.io/metadata.name": "ns0", "team": "t9"}))
+    rec.upsert(Namespace("ns0", {"kubernetes.io/metadata.name": "ns0", "team": "t0", "owner": "x"}))
     time.sleep(0.1)
     assert loop.step() == "not leading" and api.writes == writes
     # another replica takes over (same reports in the cluster, its own writer and memory)
     other = AuditLoop(view, rec, DEFAULT, ReportWriter(None, api=api), Events(), is_leader=lambda: True,
                       ready=lambda: True, debounce=0.05)
+    time.sleep(1.1)  # the new leader's clock is past the old one's timestamps
     assert other.step() == "full (took over)"
-    assert api.writes == writes  # ns0's relabel changed no finding: every report was already right
+    assert api.writes == writes  # ns0's new label changed no finding: every report was already right
+    # what only the old leader knew - when each finding appeared, and why - is still there
+    row = next(r for r in api.store[("policyreports", "ns2", "netpol-guard")]["results"]
+               if r["rule"] == "namespace-selector-matches-nothing")
+    assert row["properties"]["cause"] == "Namespace monitoring: label team 'obs' -> (absent)"
+    assert other.step() == "idle" and api.writes == writes  # and it does not look again
 
 
 def test_a_new_clean_policy_in_a_new_namespace_gets_a_passing_report(setup):

@@ -256,3 +256,62 @@ def _endpoints(matrix) -> set:
             found.add(node)
     walk(matrix)
     return found
+
+
+def test_a_leader_change_neither_duplicates_nor_loses_results(audited, names):
+    """A second replica (its own agent and live view) stands by; the leader stops; the standby
+    takes over: it rewrites no report that is already right, and keeps them current. Runs
+    last: the standby then serves the rest of the module (the fixture stops it)."""
+    import sys
+
+    from tests.e2e.controlplane import Process, free_port
+
+    ns, obs = names
+    apply(audited, f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {obs}, labels: {{team: {obs}}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: from-obs, namespace: {ns}, annotations: {{description: scraping}}}}
+spec:
+  podSelector: {{}}
+  ingress:
+  - from: [{{namespaceSelector: {{matchLabels: {{team: {obs}}}}}}}]
+""")
+    wait_for("a pass result", lambda: [r for r in results_of(audited, ns, "from-obs") if r["result"] == "pass"])
+    time.sleep(2.0)
+    before = {(i["metadata"]["namespace"], i["metadata"]["name"]): i["metadata"]["resourceVersion"]
+              for i in get_json(audited, "policyreports.wgpolicyk8s.io", "-A")["items"]}
+    first = audited.serve
+    config_path = (audited.state / "netpol-guard.cmd").read_text().strip()
+    standby = Process("netpol-guard-standby", [
+        sys.executable, "-m", "webhook", "serve", "--config", config_path,
+        "--kubeconfig", str(audited.state / "netpol-guard.kubeconfig"), "--bind", f"127.0.0.1:{free_port()}",
+        "--cert", str(audited.tls_cert), "--key", str(audited.tls_key), "--controller"], audited.state,
+        env={**first.env, "POD_NAME": "netpol-guard-local-1"})
+    standby.start()
+    try:
+        wait_for("the standby's agent running", lambda: "under Lease" in standby.log_tail(20000), timeout=60)
+        first.stop(timeout=30)  # releases the Lease on SIGTERM
+        wait_for("the standby leading", lambda: "netpol-guard-local-1 is now the leader" in standby.log_tail(50000),
+                 timeout=60)
+        wait_for("the standby's first full pass", lambda: "audit: full pass" in standby.log_tail(50000), timeout=60)
+        time.sleep(2.0)
+        after = {(i["metadata"]["namespace"], i["metadata"]["name"]): i["metadata"]["resourceVersion"]
+                 for i in get_json(audited, "policyreports.wgpolicyk8s.io", "-A")["items"]}
+        assert after == before  # nothing rewritten, nothing lost, nothing duplicated
+        # and the new leader keeps them current (a namespace label: its webhook ignores failures,
+        # and the old replica's webhook endpoint is gone)
+        audited.kubectl("label", "namespace", obs, "team-")
+        failed = wait_for("the finding, from the new leader", lambda: [
+            r for r in results_of(audited, ns, "from-obs") if r["rule"] == "namespace-selector-matches-nothing"])
+        assert failed[0]["properties"]["cause"] == f"Namespace {obs}: label team '{obs}' -> (absent)"
+    finally:
+        audited.serve = standby  # the module fixture stops whichever serves now
+        first.stop(timeout=30)

@@ -162,17 +162,27 @@ def content(report: Mapping) -> str:
 
 
 def keep_timestamps(report: dict, stored: Optional[Mapping]) -> dict:
-    """`report` with the timestamps of the stored report's identical results (same policy, rule,
-    result and message): a result keeps the time it was first reported across rewrites of its
-    report and across leaders."""
+    """`report` with what the stored report knew about its identical results (same policy, rule,
+    result and message): the time each was first reported, and the cause it appeared with -
+    history a new leader or a restarted agent cannot know, and must not erase by rewriting."""
     if not stored:
         return report
     def ident(r: Mapping) -> tuple:
         return (r.get("policy"), r.get("rule"), r.get("result"), r.get("message"))
-    old = {ident(r): r["timestamp"] for r in stored.get("results") or () if isinstance(r, Mapping) and "timestamp" in r}
+    old = {ident(r): r for r in stored.get("results") or () if isinstance(r, Mapping)}
     if not old:
         return report
-    rows = [{**r, "timestamp": old[ident(r)]} if ident(r) in old else r for r in report.get("results") or []]
+    rows = []
+    for r in report.get("results") or []:
+        prior = old.get(ident(r))
+        if prior is not None:
+            r = dict(r)
+            if "timestamp" in prior:
+                r["timestamp"] = prior["timestamp"]
+            cause = (prior.get("properties") or {}).get("cause")
+            if cause and "cause" not in (r.get("properties") or {}):
+                r["properties"] = {**(r.get("properties") or {}), "cause": cause}
+        rows.append(r)
     return {**report, "results": rows}
 
 

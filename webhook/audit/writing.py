@@ -35,6 +35,9 @@ class ReportWriter:
         self._api = api
         self._timeout = request_timeout
         self.known: dict[tuple[str, str], str] = {}  # (namespace or "", name) -> content written/found
+        # (namespace or "", name) -> content as rendered, before what the stored report knew
+        # (first-seen times, causes) was carried over: the same rendering needs no new look
+        self.rendered: dict[tuple[str, str], str] = {}
         self.writes = 0
         self.errors = 0
 
@@ -43,6 +46,7 @@ class ReportWriter:
         """Learn the reports netpol-guard wrote before (any replica): they are not rewritten
         when their content is already right, and stale ones are deleted."""
         self.known.clear()
+        self.rendered.clear()
         got = self._api.list_cluster_custom_object(GROUP, VERSION, "policyreports", label_selector=SELECTOR,
                                                    _request_timeout=self._timeout)
         for item in got.get("items") or []:
@@ -54,7 +58,7 @@ class ReportWriter:
             self.known[("", (item.get("metadata") or {}).get("name") or "")] = rpt.content(item)
 
     def namespaces(self) -> set[str]:
-        return {ns for ns, _ in self.known if ns}
+        return {ns for ns, _ in set(self.known) | set(self.rendered) if ns}
 
     # --- writing --------------------------------------------------------------------------
     def sync(self, namespace: str, reports: list[dict]) -> int:
@@ -63,22 +67,23 @@ class ReportWriter:
         writes = 0
         for name, body in wanted.items():
             writes += self._put(namespace, name, body)
-        for (ns, name) in [k for k in self.known if k[0] == namespace and k[1] not in wanted]:
+        for (ns, name) in [k for k in set(self.known) | set(self.rendered) if k[0] == namespace and k[1] not in wanted]:
             writes += self._delete(ns, name)
         return writes
 
     def sync_cluster(self, reports: list[dict]) -> int:
         wanted = {r["metadata"]["name"]: r for r in reports}
         writes = sum(self._put("", name, body) for name, body in wanted.items())
-        for (ns, name) in [k for k in self.known if k[0] == "" and k[1] not in wanted]:
+        for (ns, name) in [k for k in set(self.known) | set(self.rendered) if k[0] == "" and k[1] not in wanted]:
             writes += self._delete("", name)
         return writes
 
     def _put(self, namespace: str, name: str, body: dict) -> int:
         content = rpt.content(body)
         key = (namespace, name)
-        if self.known.get(key) == content:
+        if self.known.get(key) == content or self.rendered.get(key) == content:
             return 0
+        rendered = content
         plural = "policyreports" if namespace else "clusterpolicyreports"
         try:
             try:
@@ -91,10 +96,12 @@ class ReportWriter:
                 if _status(exc) != 404:
                     raise
                 current = None
-            if current is not None and rpt.content(current) == content:
-                self.known[key] = content  # someone (another leader) wrote it already
-                return 0
             body = rpt.keep_timestamps(body, current)
+            content = rpt.content(body)
+            if current is not None and rpt.content(current) == content:
+                self.known[key] = content  # already right (written before, by us or another leader)
+                self.rendered[key] = rendered
+                return 0
             if current is None:
                 if namespace:
                     self._api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body,
@@ -117,9 +124,11 @@ class ReportWriter:
                 return 0
             self.errors += 1
             self.known.pop(key, None)
+            self.rendered.pop(key, None)
             log.warning("audit: could not write %s %s/%s: %s", plural, namespace, name, _status(exc) or exc)
             return 0
         self.known[key] = content
+        self.rendered[key] = rendered
         self.writes += 1
         return 1
 
@@ -137,8 +146,10 @@ class ReportWriter:
                 log.warning("audit: could not delete report %s/%s: %s", namespace, name, _status(exc) or exc)
                 return 0
             self.known.pop((namespace, name), None)
+            self.rendered.pop((namespace, name), None)
             return 0  # already gone (its namespace was deleted)
         self.known.pop((namespace, name), None)
+        self.rendered.pop((namespace, name), None)
         self.writes += 1
         return 1
 
