@@ -44,6 +44,7 @@ SCENARIOS = {
                               "exemptGroups": ["platform"], "isolation": {"gatePods": True},
                               "mutations": {"addDnsEgress": True},
                               "namespaceLabels": {"allowedGroups": ["platform"], "breakGlassGroup": "emergency"}}},
+    "audit-on": {"config": {"audit": {"enabled": True}}, "controller": {"enabled": False}},
     "mutations-on": {"config": {"mutations": {"addDnsEgress": True, "explicitPolicyTypes": True,
                                               "exceptMetadataAddress": True}}},
     "everything": {

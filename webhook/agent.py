@@ -6,6 +6,9 @@ have exactly one writer in the whole release - the isolation controller
 (``certificates.selfManaged``) - runs here instead, in ONE process the gunicorn master
 spawns after it binds (webhook.admission.server.AgentProcess).
 
+With ``audit.enabled`` it also runs the background audit (webhook/audit/role.py): its own
+live view, and PolicyReports, Events and metrics written by the leader only.
+
 The agent holds the pod's only leader elector (the Lease ``leaderElection.leaseName``,
 identity POD_NAME) and hands it to both roles, so they lead together on the elected pod
 and each checks ``is_leader()`` before every write. On SIGTERM the roles stop first (no
@@ -34,10 +37,14 @@ def run(options: Any) -> None:
     namespace = getattr(options, "namespace", None) or None
     certificates = bool(getattr(options, "certificates", False))
     controller = bool(getattr(options, "controller", True))
+    audit = bool(config.audit.enabled)
     if controller and cluster_paths:
         log.warning("isolation controller idle: serve --cluster reads manifests, there is no cluster to reconcile")
         controller = False
-    if not controller and not certificates:
+    if audit and cluster_paths:
+        log.warning("audit idle: serve --cluster reads manifests, there is no cluster to audit")
+        audit = False
+    if not controller and not certificates and not audit:
         wait_for_termination()
         return
     if certificates and not namespace:
@@ -57,11 +64,15 @@ def run(options: Any) -> None:
     if certificates:
         cert_thread = start_certificate_manager(api_client, config, namespace, elector.is_leader, stop)
     running = run_in_background(config, api_client, elector=elector) if controller else None
+    audit_running = None
+    if audit:
+        from webhook.audit.role import start_audit
+        audit_running = start_audit(api_client, config, elector, getattr(options, "metrics_dir", None))
     if not elector.started:
         elector.start()
     log.info("pod agent: %s under Lease %s/%s as %s",
              " and ".join(r for r, on in (("isolation controller", controller),
-                                          ("certificate manager", certificates)) if on),
+                                          ("certificate manager", certificates), ("audit", audit)) if on),
              elector.namespace, elector.name, elector.identity)
     if controller:  # the line operators (and tests) look for
         log.info("isolation controller started (identity %s, Lease %s/%s)", elector.identity,
@@ -72,6 +83,8 @@ def run(options: Any) -> None:
         stop.set()
         if running is not None:
             running.stop()
+        if audit_running is not None:
+            audit_running.stop()
         if cert_thread is not None:
             cert_thread.join(STOP_TIMEOUT)
         elector.stop(release=True)

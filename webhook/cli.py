@@ -14,7 +14,7 @@ from webhook import __version__
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
-    "lint", "simulate", "generate", "rules", "serve", "controller", "isolation", "certs",
+    "lint", "simulate", "audit", "generate", "rules", "serve", "controller", "isolation", "certs",
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2

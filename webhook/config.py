@@ -134,6 +134,18 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The background audit in the pod agent (leader only): PolicyReports, Events, metrics."""
+
+    enabled: bool = False
+    debounceMilliseconds: int = 1000  # quiet time after a change before the affected policies are re-checked
+    maxDelayMilliseconds: int = 5000  # ...but never longer than this after the first change of a burst
+    fullSeconds: int = 600  # a full re-check of every policy this often (the safety net)
+    events: bool = True  # an Event on the NetworkPolicy when a finding appears or clears
+    maxEventsPerPass: int = 100
+
+
+@dataclass(frozen=True)
 class Config:
     mode: str = "enforce"  # enforce | warn
     rules: Mapping[str, str] = field(default_factory=dict)  # rule id -> severity or "off"
@@ -148,6 +160,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     certificates: CertificatesConfig = field(default_factory=CertificatesConfig)
     leaderElection: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def severity_for(self, rule_id: str, default: str) -> str:
         """The configured severity of a rule, or 'off'."""
@@ -280,6 +293,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if not (0 < le.retryPeriodSeconds < le.renewDeadlineSeconds < le.leaseDurationSeconds):
         problems.append("leaderElection: need 0 < retryPeriodSeconds < renewDeadlineSeconds < "
                         "leaseDurationSeconds (a leader must stop before its lease can expire)")
+    if cfg.audit.fullSeconds and cfg.audit.fullSeconds < 60:
+        problems.append("audit.fullSeconds: must be 0 (never) or at least 60: a full pass re-checks every policy")
+    if cfg.audit.maxDelayMilliseconds < cfg.audit.debounceMilliseconds:
+        problems.append("audit.maxDelayMilliseconds: must be at least debounceMilliseconds")
     if cfg.server.maxRequestBytes < 1024:
         problems.append("server.maxRequestBytes: must be at least 1024")
 

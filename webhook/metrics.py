@@ -50,6 +50,16 @@ HELP = {
     "netpol_guard_cache_invalid_policies": ("gauge", "NetworkPolicies in the cluster the parser refuses (left out of the view)."),
     "netpol_guard_certificate_expiry_seconds": ("gauge", "Seconds until the serving certificate in use expires."),
     "netpol_guard_workers_reporting": ("gauge", "Worker processes whose counters this scrape sums."),
+    # the background audit (pod agent, leader only; webhook/audit/loop.py)
+    "netpol_guard_audit_findings": ("gauge", "Current audit findings over all NetworkPolicies, by rule and severity."),
+    "netpol_guard_audit_policies": ("gauge", "NetworkPolicies the audit holds results for."),
+    "netpol_guard_audit_leading": ("gauge", "1 while this release's audit is running on the elected replica."),
+    "netpol_guard_audit_passes_total": ("counter", "Audit passes, by kind (full, incremental)."),
+    "netpol_guard_audit_changes_total": ("counter", "Cluster changes (Namespace, Pod, Service, NetworkPolicy) audited."),
+    "netpol_guard_audit_rechecks_total": ("counter", "Policies re-checked by audit passes, by kind; over changes_total: re-checks per change."),
+    "netpol_guard_audit_report_writes_total": ("counter", "PolicyReport writes (create, replace, delete): only when content changed."),
+    "netpol_guard_audit_events_total": ("counter", "Events recorded on NetworkPolicies for findings that appeared or cleared."),
+    "netpol_guard_audit_lag_seconds": ("histogram", "Audit lag: first change of a burst seen -> its reports written."),
 }
 
 
@@ -252,6 +262,14 @@ class Metrics:
         with self._lock:
             for k in keys:
                 self._add(k, 1.0)
+            self._add(sum_key, seconds)
+
+    def observe(self, name: str, labels: Mapping[str, str], seconds: float) -> None:
+        """One observation of a latency histogram (LATENCY_BUCKETS)."""
+        buckets, sum_key, count_key = self._histogram_keys(name, dict(labels))
+        with self._lock:
+            self._add(buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)], 1.0)
+            self._add(count_key, 1.0)
             self._add(sum_key, seconds)
 
     def totals(self) -> tuple[dict[str, float], int]:

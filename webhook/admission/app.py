@@ -169,6 +169,8 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
         for key in ("relists", "reconnects", "errors", "invalid_policies"):
             if key in stats:  # cumulative in that worker since it started
                 gauges[f"netpol_guard_cache_{key}"] = float(stats[key])
+        from webhook.audit.loop import read_gauges
+        gauges.update(read_gauges(metrics.directory))  # the pod agent's audit, when it runs
         return Response(metrics.render(gauges), mimetype="text/plain; version=0.0.4")
 
     @app.errorhandler(404)

@@ -63,6 +63,7 @@ class AgentOptions:
     controller: bool = True  # run the isolation controller (serve --controller)
     certificates: bool = False  # run the certificate manager (certificates.selfManaged)
     namespace: Optional[str] = None  # POD_NAMESPACE: the Secret's and the Lease's namespace
+    metrics_dir: Optional[str] = None  # where the agent's audit counters and gauges go (serve sets it)
 
 
 # The agent began as the controller process; the old name still reads naturally for it.

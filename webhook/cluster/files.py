@@ -240,13 +240,15 @@ def read_files(files: list[str]) -> list[list[Document]]:
         return list(pool.map(read_file, files, chunksize=max(1, len(files) // (workers * 4))))
 
 
-def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = ()) -> Snapshot:
-    """Read the checked paths and the --cluster paths into one view.
+def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = (),
+                  view: ClusterView | None = None) -> Snapshot:
+    """Read the checked paths and the --cluster paths into one view (a new one, or `view`:
+    the live cluster listed once, which the files then add to or override).
 
     NetworkPolicies under `paths` are returned for checking; those under `cluster_paths`
     are context only (the caller parses and adds them to the view).
     """
-    view = ClusterView()
+    view = ClusterView() if view is None else view
     kinds: Counter = Counter()
     policy_docs: list[Document] = []
     context_policies: list[Document] = []

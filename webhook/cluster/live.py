@@ -112,9 +112,10 @@ def _namespaced_key(obj: dict) -> tuple[str, str]:
 def _slim_policy(obj: dict) -> dict:
     """The policy as the rules need it, which is also what the model keeps in `raw`: no status,
     no managedFields, no last-applied copy of the whole object (often larger than the policy
-    itself), no server bookkeeping (uid, timestamps, resourceVersion, generation)."""
+    itself), no server bookkeeping (timestamps, resourceVersion, generation)."""
     meta = _meta(obj)
-    slim_meta = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    # uid: the audit's Events name the policy by it (kubectl describe finds events by uid)
+    slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations") if k in meta}
     annotations = slim_meta.get("annotations")
     if isinstance(annotations, dict) and LAST_APPLIED in annotations:
         slim_meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
@@ -145,6 +146,9 @@ def _adapters(interner: _Interner) -> dict[str, _KindAdapter]:
         "networkpolicies": _KindAdapter("networkpolicies", _namespaced_key, parse_policy_obj,
                                         lambda v, pol: v.upsert_policy(pol), lambda v, key: v.delete_policy(*key)),
     }
+
+
+_KIND_OF = {"namespaces": "Namespace", "pods": "Pod", "services": "Service", "networkpolicies": "NetworkPolicy"}
 
 
 # --- retry timing ------------------------------------------------------------------------------
@@ -213,20 +217,33 @@ class _KindCache:
             if key in self.versions:
                 del self.versions[key]
                 if self.invalid.pop(key, None) is None:
-                    a.delete(self.view, key)
+                    self._delete(key)
             return
         item, problem = parsed
         if item is not None:
             self.invalid.pop(key, None)
-            a.upsert(self.view, item)
+            recorder = self.source.recorder
+            if recorder is None:
+                a.upsert(self.view, item)
+            else:
+                recorder.upsert(item)  # the audit learns (old, new)
         else:
             if key in self.versions and key not in self.invalid:
-                a.delete(self.view, key)  # it was valid before this change
+                self._delete(key)  # it was valid before this change
             if self.invalid.get(key) != problem:
                 log.warning("live cache: %s %s is not valid and is left out of the view: %s",
                             self.kind.name, _show(key), problem)
             self.invalid[key] = problem or "invalid"
         self.versions[key] = rv
+
+    def _delete(self, key: Any) -> None:
+        recorder = self.source.recorder
+        if recorder is None:
+            self.adapter.delete(self.view, key)
+        elif isinstance(key, tuple):
+            recorder.delete(_KIND_OF[self.adapter.name], key[0], key[1])
+        else:
+            recorder.delete(_KIND_OF[self.adapter.name], "", key)
 
     def held(self) -> int:
         """Objects of this kind in the view (a policy the parser refused is known, not held)."""
@@ -460,6 +477,9 @@ class LiveSource:
         self._started_at: float | None = None
         self._state = "new"
         self.refreezer = Refreezer()
+        # Set (before start) by the pod agent's audit: changes then go through it
+        # (webhook.audit.feed.Recorder), which applies them to the view and queues (old, new).
+        self.recorder: Any = None
 
     # ---- ViewSource ------------------------------------------------------------------------
 

@@ -15,10 +15,15 @@ Services, other NetworkPolicies) forms the cluster view the checks see. AdminNet
 BaselineAdminNetworkPolicies and ClusterNetworkPolicies are read too (one the API server would
 refuse is unusable input) and named in the summary; the checks look at NetworkPolicies alone.
 
+With --kubeconfig/--context, the live cluster (listed once) is the cluster view, and the
+files add to it (a policy in PATH replaces the cluster's policy of the same name); with no
+PATH, the cluster's own NetworkPolicies are checked. --namespace narrows what is checked.
+
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 
 examples:
   netpol-guard lint manifests/
+  netpol-guard lint --kubeconfig ~/.kube/config --context staging --namespace shop
   netpol-guard lint --cluster snapshot/ --format json policies/
   netpol-guard lint --explain dns-egress-missing
 """
@@ -33,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--explain", metavar="RULE", help="print what a rule checks and why, with examples, and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="text format: print findings only, no summary")
+    p.add_argument("--kubeconfig", metavar="FILE", help="read the live cluster with this kubeconfig")
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context of the live cluster")
+    p.add_argument("--namespace", "-n", metavar="NS", help="check only the policies of this namespace")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,19 +58,27 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"no rule {args.explain!r}; `netpol-guard rules` lists them")
         print(explain(REGISTRY.get(args.explain)))
         return EXIT_OK
-    if not args.paths:
-        raise UsageError("no PATH given (files or directories with NetworkPolicies)")
+    live = bool(args.kubeconfig or args.context)
+    if not args.paths and not live:
+        raise UsageError("no PATH given (files or directories with NetworkPolicies), and no --kubeconfig "
+                         "or --context to check a live cluster's own")
     try:
         config = load(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    listed = _list_live(args, config) if live else None
     try:
-        snap = load_snapshot(args.paths, args.cluster)
+        snap = load_snapshot(args.paths, args.cluster, view=listed.view if listed else None)
         add_admin_policies(snap.view, snap.admin_policy_docs)
     except InputError as exc:
         raise UsageError(str(exc)) from None
-    reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
-                        [(d.obj, d.origin()) for d in snap.context_policy_docs])
+    subjects = [(d.obj, d.origin()) for d in snap.policy_docs]
+    if listed and not args.paths:  # the cluster's own policies are the subjects
+        subjects = [(p.raw, None) for p in sorted(listed.view.policies(), key=lambda p: p.key)]
+    if args.namespace:
+        subjects = [(obj, o) for obj, o in subjects
+                    if ((obj.get("metadata") or {}).get("namespace") or "default") == args.namespace]
+    reports = check_all(snap.view, config, subjects, [(d.obj, d.origin()) for d in snap.context_policy_docs])
     findings = [bounded_finding(f) for r in reports for f in r.findings]  # each message/fix clipped
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
     summary = {"policies": len(reports), "errors": counts["error"], "warnings": counts["warning"],
@@ -79,7 +95,19 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_text(findings, summary, snap, args.quiet)
+        if listed and not args.quiet:
+            sys.stdout.write("listed the live cluster: " + ", ".join(f"{n} {k}" for k, n in listed.counts.items())
+                             + "\n")
     return EXIT_FINDINGS if counts["error"] else EXIT_OK
+
+
+def _list_live(args: argparse.Namespace, config):
+    from webhook.cli import UsageError
+    from webhook.cluster.listing import ListingError, list_cluster
+    try:
+        return list_cluster(args.kubeconfig, args.context, config)
+    except ListingError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _print_text(findings, summary, snap, quiet: bool) -> None:

@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         _check_tls(cert, key, args.client_ca)
 
     agent = None
-    if args.controller or self_managed:
+    if args.controller or self_managed or (config.audit.enabled and not args.cluster):
         from webhook.admission.server import AgentOptions, controller_entry
         if args.controller:
             try:
@@ -210,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
               f"the view ({', '.join(invalid[:3])}{', ...' if len(invalid) > 3 else ''}); "
               "`netpol-guard lint` says why", file=sys.stderr)
     metrics_dir = tempfile.mkdtemp(prefix="netpol-guard-metrics-")
+    if agent is not None:
+        import dataclasses
+        agent = dataclasses.replace(agent, metrics_dir=metrics_dir)
     placeholder, placeholder_dir, waiting_for = None, None, ""
     if waiting:
         from webhook.admission.tls import write_placeholder

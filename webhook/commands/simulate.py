@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
                    help="two manifest sets (files or directories); print the flows the change opens and closes")
     p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (cluster.ipBlockMatchesPods)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="read the live cluster (listed once) with this kubeconfig")
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context of the live cluster")
+    p.add_argument("--namespace", "-n", metavar="NS", help="matrix: only the pods of this namespace")
     p.add_argument("--ip-block-matches-pods", action="store_true", default=None,
                    help="let ipBlocks match pod IPs (CNI-dependent; off by default)")
 
@@ -79,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError("--diff compares every pod and declared port; "
                                  "it takes no --from, --to, --port or --dot")
             return _run_diff(args, matches_pods)
-        if not args.cluster:
-            raise UsageError("no --cluster PATH given (manifests with Namespaces, workloads and policies)")
-        engine = build_engine([], args.cluster, matches_pods)
+        live = bool(args.kubeconfig or args.context)
+        if not args.cluster and not live:
+            raise UsageError("no --cluster PATH given (manifests with Namespaces, workloads and policies), "
+                             "and no --kubeconfig or --context to read a live cluster")
+        engine = build_engine([], args.cluster, matches_pods, view=_list_live(args, config) if live else None)
     except InputError as exc:
         raise UsageError(str(exc)) from None
     src = resolve_endpoint(engine, args.source, "--from") if args.source else None
@@ -100,8 +105,18 @@ def run(args: argparse.Namespace) -> int:
 
 # --- loading ------------------------------------------------------------------------------
 
-def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
-    """An Engine over the view of `paths` + `cluster_paths`, every policy parsed and in view.
+def _list_live(args, config):
+    from webhook.cli import UsageError
+    from webhook.cluster.listing import ListingError, list_cluster
+    try:
+        return list_cluster(args.kubeconfig, args.context, config).view
+    except ListingError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None):
+    """An Engine over the view of `paths` + `cluster_paths` (added to `view`, the live cluster,
+    when given), every policy parsed and in view.
 
     A policy the API server would refuse is unusable input (exit 2): simulating a cluster
     that cannot exist answers nothing.
@@ -111,7 +126,7 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool):
     from webhook.policy.engine import Engine
     from webhook.policy.parse import parse_policy
 
-    snap = load_snapshot(paths, cluster_paths)
+    snap = load_snapshot(paths, cluster_paths, view=view)
     for doc in snap.context_policy_docs + snap.policy_docs:
         result = parse_policy(doc.obj, origin=doc.origin())
         if not result.ok:
@@ -302,8 +317,11 @@ def _run_matrix(args, engine, src, dst, query) -> int:
     from webhook.policy.matrix import compute, pods_of
 
     pods = pods_of(engine)
+    if getattr(args, "namespace", None):
+        pods = [p for p in pods if p.pod is not None and p.pod.namespace == args.namespace]
     if not pods:
-        raise UsageError("the cluster has no pods or workloads: nothing to simulate")
+        raise UsageError("the cluster has no pods or workloads" + (f" in namespace {args.namespace}"
+                         if getattr(args, "namespace", None) else "") + ": nothing to simulate")
     if dst is not None and dst.pod is None and query is None:
         raise UsageError(f"--to {dst.describe()} is outside the cluster and declares no ports: give --port")
     sources = [src] if src is not None else pods

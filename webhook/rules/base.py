@@ -26,6 +26,9 @@ class Example:
     # Set when the example is about a severity other than the rule's default (e.g.
     # allow-all-peers is a warning only in isolated namespaces).
     expect_severity: Optional[str] = None
+    # Rules off by default that the example turns on (at their default severity), as a
+    # configuration would: the examples of such a rule show it enabled.
+    enables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class Rule:
     # direction or one kind of peer, and calling every check costs ~1 us even when it has
     # nothing to look at. The check stays correct without it (examples call it directly).
     applies: Optional[Callable[[Any], bool]] = field(default=None, repr=False)
+    # Off unless the configuration names it (`rules: {id: info}`): checks whose findings are
+    # advice some teams want and others would only find noisy.
+    default_off: bool = False
 
 
 class Registry:
@@ -125,7 +131,7 @@ class Registry:
             if len(self._enabled) >= 32:  # lint runs and tests make many short-lived configs
                 self._enabled.clear()
             rules = tuple((r, config.rules.get(r.id)) for r in self
-                          if not r.builtin and config.rules.get(r.id) != "off")
+                          if not r.builtin and config.rules.get(r.id, "off" if r.default_off else None) != "off")
             got = self._enabled[id(config)] = (config, rules)
         return got[1]
 
@@ -135,11 +141,11 @@ REGISTRY = Registry()
 
 def rule(*, id: str, category: str, severity: str, summary: str, rationale: str,
          bad: Iterable[Example], good: Iterable[Example], builtin: bool = False,
-         applies: Optional[Callable[[Any], bool]] = None) -> Callable[[Check], Check]:
+         applies: Optional[Callable[[Any], bool]] = None, default_off: bool = False) -> Callable[[Check], Check]:
     """Declare a rule: decorates its check function and registers it."""
     def deco(fn: Check) -> Check:
         REGISTRY.add(Rule(id=id, category=category, severity=severity, summary=summary,
                           rationale=rationale.strip(), check=fn, bad=tuple(bad), good=tuple(good),
-                          builtin=builtin, applies=applies))
+                          builtin=builtin, applies=applies, default_off=default_off))
         return fn
     return deco

@@ -24,7 +24,9 @@ def _subject(manifest: str) -> str:
 
 
 def explain(rule: Rule) -> str:
-    lines = [f"{rule.id}  ({rule.category}, default severity {rule.severity})", "", rule.summary, "",
+    default = f"off by default; enable with rules: {{{rule.id}: {rule.severity}}}" if rule.default_off \
+        else f"default severity {rule.severity}"
+    lines = [f"{rule.id}  ({rule.category}, {default})", "", rule.summary, "",
              rule.rationale, ""]
     for ex in rule.bad:
         lines += [f"Bad: {ex.title}", "", _indent(_subject(ex.manifest)), ""]
@@ -41,7 +43,8 @@ def markdown() -> str:
     rules = list(REGISTRY)
     out = [HEADER, "| id | category | severity | summary |", "|---|---|---|---|"]
     for r in rules:
-        out.append(f"| [`{r.id}`](#{r.id}) | {r.category} | {r.severity} | {r.summary} |")
+        sev = f"off ({r.severity} when on)" if r.default_off else r.severity
+        out.append(f"| [`{r.id}`](#{r.id}) | {r.category} | {sev} | {r.summary} |")
     out.append("")
     for cat in CATEGORIES:
         group = [r for r in rules if r.category == cat]
@@ -50,7 +53,10 @@ def markdown() -> str:
         out.append(f"## {cat.capitalize()}\n")
         for r in group:
             out.append(f"### {r.id}\n")
-            out.append(f"*{r.category}, default severity **{r.severity}***\n")
+            if r.default_off:
+                out.append(f"*{r.category}, **off by default**; enable with `rules: {{{r.id}: {r.severity}}}`*\n")
+            else:
+                out.append(f"*{r.category}, default severity **{r.severity}***\n")
             out.append(f"{r.summary}\n")
             out.append(f"**Why this matters.** {r.rationale}\n")
             for ex in r.bad:

@@ -18,6 +18,10 @@ def run_example(example: Example, config: Config = DEFAULT, name: str = "example
     for d in docs:
         if d.kind != "NetworkPolicy":
             add_to_view(view, d)
+    if example.enables:
+        from dataclasses import replace
+        from webhook.rules.base import REGISTRY
+        config = replace(config, rules={**{r: REGISTRY.get(r).severity for r in example.enables}, **config.rules})
     subject, others = policies[0], policies[1:]
     reports = check_all(view, config, [(subject.obj, subject.origin())],
                         [(d.obj, d.origin()) for d in others])

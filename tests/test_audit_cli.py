@@ -1,0 +1,69 @@
+"""`audit`, and `lint`/`simulate` on a live cluster: what a user sees when the cluster cannot
+be read (the real-cluster behaviour is tested in tests/e2e/ against a real kube-apiserver)."""
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def dead_kubeconfig(tmp_path):
+    """A kubeconfig whose server is a port on 127.0.0.1 nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}
+users:
+- name: u
+  user: {{token: not-a-secret}}
+contexts:
+- name: staging
+  context: {{cluster: c, user: u}}
+current-context: staging
+""")
+    return str(path), port
+
+
+@pytest.mark.parametrize("command", ["audit", "lint", "simulate"])
+def test_an_unreachable_cluster_is_one_clear_error_and_exit_2(command, dead_kubeconfig):
+    path, port = dead_kubeconfig
+    r = cli(command, "--kubeconfig", path, "--context", "staging")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"netpol-guard {command}: listing {r.stderr.split('listing ')[1].split(' ')[0]} from "
+        f"https://127.0.0.1:{port} failed: [Errno 111] Connection refused"]
+    assert "Traceback" not in r.stderr and "not-a-secret" not in r.stderr + r.stdout
+
+
+def test_an_unknown_context_or_missing_kubeconfig_names_it(dead_kubeconfig, tmp_path):
+    path, _ = dead_kubeconfig
+    r = cli("audit", "--kubeconfig", path, "--context", "prod")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"netpol-guard audit: kubeconfig {path}, context prod: cannot be used:")
+    missing = str(tmp_path / "nope")
+    r = cli("lint", "--kubeconfig", missing)
+    assert r.returncode == 2 and r.stderr.startswith(f"netpol-guard lint: kubeconfig {missing}: cannot be used")
+
+
+def test_lint_without_path_or_cluster_says_what_it_needs():
+    r = cli("lint")
+    assert r.returncode == 2
+    assert "no PATH given" in r.stderr and "--kubeconfig" in r.stderr
+
+
+def test_audit_help_shows_formats_and_exit_codes():
+    r = cli("audit", "--help")
+    assert r.returncode == 0
+    for word in ("--kubeconfig", "--context", "policyreport", "exit status"):
+        assert word in r.stdout

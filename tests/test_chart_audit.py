@@ -1,0 +1,46 @@
+"""The chart and the background audit: PolicyReport CRDs when enabled (unless skipped), and
+RBAC for exactly what the audit writes."""
+from tests.test_chart import FULLNAME, objects, one, render
+
+
+def crds(docs):
+    return {d["metadata"]["name"]: d for d in objects(docs, "CustomResourceDefinition")}
+
+
+def report_rules(docs):
+    role = one(docs, "ClusterRole", FULLNAME)
+    return [r for r in role["rules"] if "wgpolicyk8s.io" in r["apiGroups"]]
+
+
+def test_audit_enabled_installs_the_report_crds_kept_on_uninstall():
+    docs = render({"config": {"audit": {"enabled": True}}})
+    got = crds(docs)
+    assert set(got) == {"policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io"}
+    pr = got["policyreports.wgpolicyk8s.io"]
+    assert pr["spec"]["scope"] == "Namespaced" and got["clusterpolicyreports.wgpolicyk8s.io"]["spec"]["scope"] == "Cluster"
+    [version] = pr["spec"]["versions"]
+    assert version["name"] == "v1alpha2" and version["served"] and version["storage"]
+    result = version["schema"]["openAPIV3Schema"]["properties"]["results"]["items"]["properties"]
+    # what netpol-guard writes must pass the schema's enums
+    assert {"fail", "warn", "pass", "skip"} <= set(result["result"]["enum"])
+    assert {"high", "medium", "low"} <= set(result["severity"]["enum"])
+    assert all(d["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for d in got.values())
+
+
+def test_crds_can_be_left_to_kyverno_or_policy_reporter():
+    assert crds(render({"config": {"audit": {"enabled": True}}, "policyReports": {"installCRDs": False}})) == {}
+    assert crds(render({})) == {}  # audit off by default: nothing
+
+
+def test_audit_rbac_is_limited_to_the_reports():
+    assert report_rules(render({})) == []
+    rules = report_rules(render({"config": {"audit": {"enabled": True}}}))
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
+    by = {(tuple(r["resources"]), tuple(r.get("resourceNames", ()))): set(r["verbs"]) for r in rules}
+    assert by[(("policyreports",), ())] == {"get", "list", "create", "update", "delete"}
+    assert by[(("clusterpolicyreports",), ())] == {"list", "create"}
+    assert by[(("clusterpolicyreports",), ("netpol-guard",))] == {"get", "update", "delete"}
+    # the audit elects a leader: the Lease Role is there even without the controller
+    docs = render({"config": {"audit": {"enabled": True}}, "controller": {"enabled": False},
+                   "certificates": {"mode": "certManager"}})
+    assert one(docs, "Role", FULLNAME)["rules"][0]["resources"] == ["leases"]

@@ -1,0 +1,121 @@
+"""`netpol-guard audit`: every NetworkPolicy of a live cluster checked once, as the agent's
+background audit does (for cron jobs and CI against a staging cluster)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+NAME = "audit"
+HELP = "check every NetworkPolicy of a live cluster once (text, JSON or PolicyReports)"
+DESCRIPTION = """\
+Lists the cluster once (Namespaces, Pods, Services, NetworkPolicies) and runs every rule on
+every NetworkPolicy against it, as the pod agent's background audit does. Policies in the
+configuration's exemptNamespaces are left out, as the webhook leaves them out.
+
+  --format text          one line per finding, then a summary
+  --format json          {"findings": [...], "cluster": [...], "summary": {...}} (lint's shape)
+  --format policyreport  a kind: List of wgpolicyk8s.io/v1alpha2 PolicyReports (one per
+                         namespace) and a ClusterPolicyReport, as the agent writes them
+
+exit status: 0 no error-level finding; 1 at least one (or the DNS target selects no pod);
+2 unusable input or usage (no kubeconfig, cluster unreachable, bad configuration).
+
+examples:
+  netpol-guard audit --kubeconfig ~/.kube/config --context staging
+  netpol-guard audit --format policyreport | kubectl apply -f -
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, else ~/.kube/config)")
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    p.add_argument("--namespace", "-n", metavar="NS", help="report only the policies of this namespace")
+    p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML)")
+    p.add_argument("--format", choices=("text", "json", "policyreport"), default="text")
+    p.add_argument("--quiet", "-q", action="store_true", help="text format: print findings only, no summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from webhook.audit.auditor import Auditor, dns_target_problem, isolated_namespaces, isolation_problems
+    from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
+    from webhook.cluster.listing import ListingError, list_cluster
+    from webhook.config import ConfigError, load
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        listed = list_cluster(args.kubeconfig, args.context, config)
+    except ListingError as exc:
+        raise UsageError(str(exc)) from None
+    if args.namespace and listed.view.namespace(args.namespace) is None:
+        raise UsageError(f"--namespace {args.namespace}: no such namespace in the cluster")
+    auditor = Auditor(listed.view, config)
+    auditor.full()
+    results = [r for _, r in sorted(auditor.results.items())
+               if not args.namespace or r.policy.namespace == args.namespace]
+    dns_problem = dns_target_problem(listed.view, config)
+    missing = {ns: isolation_problems(listed.view, config, ns) for ns in isolated_namespaces(listed.view, config)
+               if not args.namespace or ns == args.namespace}
+    missing = {ns: p for ns, p in missing.items() if p}
+    findings = [f for r in results for f in r.findings]
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
+    counts["error"] += sum(len(p) for p in missing.values())
+    summary = {"policies": len(results), "errors": counts["error"], "warnings": counts["warning"],
+               "infos": counts["info"], "objects": listed.counts}
+    if args.format == "json":
+        extra = [{"rule": "isolation-policy-missing", "category": "isolation", "severity": "error",
+                  "policy": f"{ns}/{name}", "file": None, "line": None, "path": "metadata.labels",
+                  "message": why, "fix": None} for ns, p in sorted(missing.items()) for name, why in p]
+        out = {"findings": [f.to_dict() for f in findings] + extra,
+               "cluster": [{"rule": "dns-target-missing", "severity": "error", "message": dns_problem}]
+               if dns_problem else [],
+               "summary": summary}
+        if listed.invalid_policies:
+            out["unreadable"] = listed.invalid_policies
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.format == "policyreport":
+        _print_reports(auditor, results, dns_problem, config, missing)
+    else:
+        _print_text(results, summary, dns_problem, listed, args.quiet, missing)
+    return EXIT_FINDINGS if counts["error"] or dns_problem else EXIT_OK
+
+
+def _print_reports(auditor, results, dns_problem, config, missing) -> None:
+    import yaml
+
+    from webhook.audit import report
+
+    by_ns: dict[str, list] = {ns: [] for ns in missing}
+    for r in results:
+        by_ns.setdefault(r.policy.namespace, []).append(r)
+    items = [rep for ns in sorted(by_ns)
+             for rep in report.namespace_reports(ns, by_ns[ns], report.isolation_rows(ns, missing.get(ns, ())))]
+    items += report.cluster_report(report.dns_target_rows(dns_problem, config.dns.namespace))
+    yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, sort_keys=False)
+
+
+def _print_text(results, summary, dns_problem, listed, quiet: bool, missing) -> None:
+    out = sys.stdout
+    for ns, problems in sorted(missing.items()):
+        for name, why in problems:
+            out.write(f"{ns}/{name}: error [isolation-policy-missing] metadata.labels: {why}\n")
+    for r in results:
+        for f in r.findings:
+            out.write(f"{f.policy}: {f.severity} [{f.rule}] {f.path}: {f.message}\n")
+            if f.fix:
+                out.write("    fix:\n" + textwrap.indent(f.fix, "      ") + "\n")
+    if dns_problem:
+        out.write(f"cluster: error [dns-target-missing]: {dns_problem}\n")
+    if quiet:
+        return
+    for key, why in sorted(listed.invalid_policies.items()):
+        out.write(f"note: {key} is in the cluster but could not be read, so it was not checked: {why}\n")
+    objects = ", ".join(f"{n} {k}" for k, n in listed.counts.items())
+    out.write(f"\nlisted {objects}\n")
+    out.write(f"audited {summary['policies']} NetworkPolicies: {summary['errors']} errors, "
+              f"{summary['warnings']} warnings, {summary['infos']} infos\n")
