@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -22,6 +23,8 @@ from webhook.policy.model import Origin
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"  # a PATH of "-" reads standard input (`helm template ... | netpol-guard lint -`)
+STDIN_NAME = "<stdin>"  # how findings name it
 USED_KINDS = {"Namespace", "Pod", "Service", "NetworkPolicy", *WORKLOAD_TEMPLATES}
 
 
@@ -126,7 +129,7 @@ def find_files(paths: Iterable[str]) -> list[str]:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(os.path.join(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES))
             out.extend(sorted(found))
-        elif os.path.exists(p):
+        elif os.path.exists(p) or p == STDIN:
             out.append(p)
         else:
             raise InputError(p, "no such file or directory")
@@ -222,8 +225,11 @@ def _parse_json(text: str, file: str) -> list[Document]:
 
 def read_file(path: str) -> list[Document]:
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        if path == STDIN:
+            raw, path = sys.stdin.buffer.read(), STDIN_NAME
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read()
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     if b"\x00" in raw[:8192]:
@@ -275,7 +281,7 @@ def read_files(files: list[str]) -> list[list[Document]]:
         except OSError:
             pass
     workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or len(files) < 4 or total < PARALLEL_MIN_BYTES:
+    if workers < 2 or STDIN in files or len(files) < 4 or total < PARALLEL_MIN_BYTES:
         return [read_file(f) for f in files]
     import concurrent.futures
     import multiprocessing

@@ -11,13 +11,19 @@ HELP = "check NetworkPolicy manifests (files or directories) against the rules"
 DESCRIPTION = """\
 Checks every NetworkPolicy found in PATH (files or directories; YAML or JSON; multi-document;
 kind: List). Every other object in PATH and in --cluster (Namespaces, Pods, workloads,
-Services, other NetworkPolicies) forms the cluster view the checks see.
+Services, other NetworkPolicies) forms the cluster view the checks see. PATH `-` reads
+stdin (`helm template ... | netpol-guard lint -`).
+
+When PATH holds no NetworkPolicy at all, lint says so and exits 2: a CI job pointed at
+the wrong folder must not stay green. --allow-empty makes that exit 0.
 
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 
 examples:
   netpol-guard lint manifests/
   netpol-guard lint --cluster snapshot/ --format json policies/
+  helm template charts/app | netpol-guard lint -
+  netpol-guard lint --exclude 'charts/*' --exclude '*.values.yaml' manifests/
   netpol-guard lint --explain dns-egress-missing
 """
 
@@ -29,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "policies); may be given more than once")
     p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML)")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files whose path, path below the PATH given, or file name matches "
+                        "GLOB (shell-style; may be given more than once)")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 when PATH holds no NetworkPolicy (by default that is exit 2)")
     p.add_argument("--explain", metavar="RULE", help="print what a rule checks and why, with examples, and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="text format: print findings only, no summary")
 
@@ -53,9 +64,16 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     try:
-        snap = load_snapshot(args.paths, args.cluster)
+        files = _select_files(args.paths, args.exclude)
+        snap = load_snapshot(files, args.cluster)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    if not snap.policy_docs and not args.allow_empty:
+        raise UsageError(
+            f"no NetworkPolicy found in {' '.join(args.paths)} ({_plural(len(files), 'manifest file')}"
+            "); nothing was checked. If that is expected, pass "
+            "--allow-empty; otherwise check the PATH (a CI job pointed at the wrong folder "
+            "would pass silently)")
     reports = check_all(snap.view, config, [(d.obj, d.origin()) for d in snap.policy_docs],
                         [(d.obj, d.origin()) for d in snap.context_policy_docs])
     findings = [f for r in reports for f in r.findings]
@@ -82,7 +100,8 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
     if quiet:
         return
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(snap.kinds.items())) or "no objects"
-    out.write(f"\nread {sum(snap.kinds.values())} objects from {snap.files} files ({kinds})\n")
+    out.write(f"\nread {_plural(sum(snap.kinds.values()), 'object')} from "
+              f"{_plural(snap.files, 'file')} ({kinds})\n")
     notes = []
     if not snap.view.namespaces_known:
         notes.append("no Namespace objects in view: namespace selectors were not checked against "
@@ -92,5 +111,33 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
                      "(add them to PATH or pass --cluster)")
     for n in notes:
         out.write(f"note: {n}\n")
-    out.write(f"checked {summary['policies']} NetworkPolicies: {summary['errors']} errors, "
-              f"{summary['warnings']} warnings, {summary['infos']} infos\n")
+    out.write(f"checked {_plural(summary['policies'], 'NetworkPolicy', 'NetworkPolicies')}: "
+              f"{_plural(summary['errors'], 'error')}, {_plural(summary['warnings'], 'warning')}, "
+              f"{_plural(summary['infos'], 'info')}\n")
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _select_files(paths: list[str], exclude: list[str]) -> list[str]:
+    """The manifest files under PATH, less those --exclude names. A file is left out when
+    a glob matches its path as found, its path below the PATH argument it came from, or its
+    name, so `--exclude 'charts/*'` works whichever folder lint was pointed at."""
+    import fnmatch
+    import os
+
+    from webhook.cluster.files import find_files
+
+    out: list[str] = []
+    for root in paths:
+        if root == "-":
+            out.append(root)
+            continue
+        for f in find_files([root]):
+            rel = os.path.relpath(f, root) if os.path.isdir(root) else os.path.basename(f)
+            candidates = (f, rel, os.path.basename(f))
+            if any(fnmatch.fnmatch(c, g) for g in exclude for c in candidates):
+                continue
+            out.append(f)
+    return out

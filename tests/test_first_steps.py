@@ -1,0 +1,81 @@
+"""What a newcomer meets in the first ten minutes: empty input, stdin, --exclude, `off`
+unquoted, plurals. Each test is something a user would notice."""
+import json
+import subprocess
+import sys
+
+from tests.test_chart import render, rendered_config
+from tests.test_lint_cli import BAD, CLUSTER, GOOD, lint
+
+
+def test_lint_on_an_empty_file_exits_two_and_says_nothing_was_checked(tmp_path):
+    f = tmp_path / "empty.yaml"
+    f.write_text("")
+    r = lint(f)
+    assert r.returncode == 2
+    assert "no NetworkPolicy found" in r.stderr and "--allow-empty" in r.stderr
+
+
+def test_lint_on_files_without_any_network_policy_exits_two_unless_allowed(tmp_path):
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    r = lint(tmp_path)
+    assert r.returncode == 2 and "no NetworkPolicy found" in r.stderr and "Traceback" not in r.stderr
+    r = lint("--allow-empty", tmp_path)
+    assert r.returncode == 0 and "checked 0 NetworkPolicies" in r.stdout
+    r = lint("--format", "json", tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+
+
+def test_policies_only_in_cluster_paths_do_not_count_as_checked(tmp_path):
+    (tmp_path / "ctx.yaml").write_text(GOOD)
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    r = lint("--cluster", tmp_path / "ctx.yaml", tmp_path / "empty.yaml")
+    assert r.returncode == 2 and "no NetworkPolicy found" in r.stderr
+
+
+def test_lint_reads_stdin_for_a_dash_and_names_it_in_findings(tmp_path):
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    r = subprocess.run([sys.executable, "-m", "webhook", "lint", "--cluster", str(tmp_path / "cluster.yaml"),
+                        "--format", "json", "-"], input=GOOD + "---\n" + BAD, capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["summary"]["policies"] == 2
+    dns = next(f for f in out["findings"] if f["rule"] == "dns-egress-missing")
+    assert dns["file"] == "<stdin>" and dns["line"] > 0
+
+
+def test_exclude_leaves_out_files_by_relative_path_or_name(tmp_path):
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    pol = tmp_path / "policies"
+    (pol / "vendored").mkdir(parents=True)
+    (pol / "api.yaml").write_text(GOOD)
+    (pol / "vendored" / "broken.yaml").write_text("kind: [unclosed\n")
+    (pol / "api-egress.yaml").write_text(BAD)
+    assert lint("--cluster", tmp_path / "cluster.yaml", pol).returncode == 2  # the broken file
+    r = lint("--cluster", tmp_path / "cluster.yaml", "--exclude", "vendored/*", "--exclude", "*-egress.yaml",
+             "--format", "json", pol)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["summary"]["policies"] == 1
+
+
+def test_summary_counts_read_as_english(tmp_path):
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    (tmp_path / "p.yaml").write_text(BAD)
+    r = lint("--cluster", tmp_path / "cluster.yaml", tmp_path / "p.yaml")
+    assert "checked 1 NetworkPolicy: 1 error, " in r.stdout, r.stdout
+    assert "1 NetworkPolicies" not in r.stdout and "1 errors" not in r.stdout
+
+
+def test_off_unquoted_in_the_config_file_turns_a_rule_off(tmp_path):
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    (tmp_path / "p.yaml").write_text(BAD)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("rules:\n  dns-egress-missing: off\n")
+    r = lint("--config", cfg, "--cluster", tmp_path / "cluster.yaml", "--format", "json", tmp_path / "p.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "dns-egress-missing" not in {f["rule"] for f in json.loads(r.stdout)["findings"]}
+
+
+def test_off_unquoted_in_chart_values_renders_as_off(tmp_path):
+    docs = render({"config": {"rules": {"dns-tcp-missing": False}}})
+    assert rendered_config(docs)["rules"] == {"dns-tcp-missing": "off"}
