@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from tests.test_chart import render, rendered_config
+from tests.server_fixture import serve  # noqa: F401 - the fixture
 from tests.test_lint_cli import BAD, CLUSTER, GOOD, lint
 
 
@@ -79,3 +80,49 @@ def test_off_unquoted_in_the_config_file_turns_a_rule_off(tmp_path):
 def test_off_unquoted_in_chart_values_renders_as_off(tmp_path):
     docs = render({"config": {"rules": {"dns-tcp-missing": False}}})
     assert rendered_config(docs)["rules"] == {"dns-tcp-missing": "off"}
+
+
+# --- serve --dev ------------------------------------------------------------------------
+
+def test_dev_certificate_is_valid_for_the_address_the_server_prints(serve, tmp_path):
+    from tests.server_fixture import CertPaths, Client
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+    dev = CertPaths(str(cwd / "certs"), str(cwd / "certs" / "ca.crt"), str(cwd / "certs" / "tls.crt"),
+                    str(cwd / "certs" / "tls.key"))
+    server = serve(["--dev", "--workers", "1"], certs=dev, pass_certs=False, cwd=str(cwd),
+                   env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)})
+    # hostname checking on, against the IP address: what `curl https://127.0.0.1:8443` does
+    assert Client(server.port, dev.ca, server_name="127.0.0.1").get("/healthz")[0] == 200
+
+
+def test_a_busy_port_is_one_line_and_exit_two(tmp_path):
+    import socket
+    import time
+
+    from tests.server_fixture import make_certs, run_serve
+    tls = make_certs(tmp_path / "tls")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        r = run_serve(["--cluster", "examples/cluster", "--cert", tls.cert, "--key", tls.key,
+                       "--bind", f"127.0.0.1:{port}"])
+        elapsed = time.monotonic() - started
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--bind" in r.stderr
+    assert elapsed < 4.5, "gunicorn's bind retries (5 x 1 s) were not avoided"
+
+
+def test_make_run_config_turns_on_mutations_and_mutate_patches(serve):
+    import base64
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    review = json.loads((repo / "examples" / "admission" / "create-denied.json").read_text())
+    server = serve(["--cluster", "examples/cluster", "--config", "examples/config/mutations.yaml", "--workers", "1"])
+    status, body = server.post_json("/mutate", review)
+    assert status == 200 and body["response"].get("patch"), body
+    patch = json.loads(base64.b64decode(body["response"]["patch"]))
+    assert any(op["path"].startswith("/spec/egress") for op in patch), patch
