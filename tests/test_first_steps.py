@@ -126,3 +126,20 @@ def test_make_run_config_turns_on_mutations_and_mutate_patches(serve):
     assert status == 200 and body["response"].get("patch"), body
     patch = json.loads(base64.b64decode(body["response"]["patch"]))
     assert any(op["path"].startswith("/spec/egress") for op in patch), patch
+
+
+def test_rule_docs_show_every_policy_an_example_is_made_of():
+    import yaml
+
+    from webhook.rules.base import REGISTRY
+    from webhook.rules.docs import explain
+    checked = 0
+    for rule in REGISTRY:
+        text = explain(rule)
+        for ex in (*rule.bad, *rule.good):
+            for doc in yaml.safe_load_all(ex.manifest):
+                if doc and doc.get("kind") == "NetworkPolicy":
+                    assert f"name: {doc['metadata']['name']}" in text, (rule.id, ex.title)
+                    checked += 1
+    assert checked > 50
+    assert "name: allow-dns" in explain(REGISTRY.get("dns-egress-missing"))
