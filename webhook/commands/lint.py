@@ -22,6 +22,7 @@ exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage
 examples:
   netpol-guard lint manifests/
   netpol-guard lint --cluster snapshot/ --format json policies/
+  netpol-guard lint --format sarif manifests/ > netpol-guard.sarif
   helm template charts/app | netpol-guard lint -
   netpol-guard lint --exclude 'charts/*' --exclude '*.values.yaml' manifests/
   netpol-guard lint --explain dns-egress-missing
@@ -34,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="manifests that describe the cluster (Namespaces, Pods, workloads, Services, "
                         "policies); may be given more than once")
     p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json", "sarif", "github", "junit"), default="text",
+                   help="text (default); json; sarif (SARIF 2.1.0, for code scanning); github (workflow "
+                        "annotations); junit (JUnit XML, one test case per policy)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out files whose path, path below the PATH given, or file name matches "
                         "GLOB (shell-style; may be given more than once)")
@@ -80,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
     summary = {"policies": len(reports), "errors": counts["error"], "warnings": counts["warning"],
                "infos": counts["info"]}
-    if args.format == "json":
+    if args.format in ("sarif", "github", "junit"):
+        from webhook.formats import render
+        checked = [(_policy_key(d.obj), d.file) for d in snap.policy_docs]
+        sys.stdout.write(render(args.format, [f.to_dict() for f in findings], summary, checked=checked))
+    elif args.format == "json":
         summary["objects"] = dict(sorted(snap.kinds.items()))
         summary["files"] = snap.files
         json.dump({"findings": [f.to_dict() for f in findings], "summary": summary}, sys.stdout, indent=2)
@@ -114,6 +121,11 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
     out.write(f"checked {_plural(summary['policies'], 'NetworkPolicy', 'NetworkPolicies')}: "
               f"{_plural(summary['errors'], 'error')}, {_plural(summary['warnings'], 'warning')}, "
               f"{_plural(summary['infos'], 'info')}\n")
+
+
+def _policy_key(obj) -> str:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
 
 
 def _plural(n: int, one: str, many: str | None = None) -> str:
