@@ -106,3 +106,19 @@ def test_zsh_loads_the_completion_for_both_programs(tmp_path):
     assert r.stdout.splitlines()[0] == "_netpol_guard _netpol_guard"
     assert "_netpol_guard_lint: function" in r.stdout and "_netpol_guard_isolation_render: function" in r.stdout
     assert "'--format[" in script.read_text() and "(text json sarif github junit)" in script.read_text()
+
+
+def test_kubectl_completes_the_plugins_commands_and_flags(plugin_env):
+    k, env = plugin_env
+    if not (BIN / "kubectl_complete-netpol_guard").exists():
+        pytest.skip("kubectl_complete-netpol_guard is not installed: pip install -e .")
+
+    def complete(*words):
+        r = subprocess.run([k, "__complete", "netpol-guard", *words], env=env, capture_output=True, text=True)
+        lines = r.stdout.splitlines()
+        return set(lines[:-1]), lines[-1]
+
+    assert complete("si") == ({"simulate"}, ":4")
+    assert complete("lint", "--format", "") == ({"text", "json", "sarif", "github", "junit"}, ":4")
+    assert complete("isolation", "render", "--mo") == ({"--mode"}, ":4")
+    assert complete("lint", "--cluster", "")[1] == ":0"  # the shell completes a path

@@ -197,6 +197,41 @@ fi
 '''
 
 
+# --- kubectl's plugin completion ----------------------------------------------------------------
+
+# cobra's directives, which kubectl reads from the last line: 0 lets the shell complete
+# file names, 4 (NoFileComp) does not.
+_FILES, _NO_FILES = 0, 4
+
+
+def candidates(words: list[str]) -> tuple[list[str], int]:
+    """Completions for the last of `words` (what follows `netpol-guard`), and the directive."""
+    cur, before = (words[-1], words[:-1]) if words else ("", [])
+    cmd = tree()
+    for w in before:
+        sub = next((s for s in cmd.subcommands if s.name == w), None)
+        if sub is not None:
+            cmd = sub
+    prev = next((o for o in cmd.options if before and before[-1] in o.flags and o.takes_value), None)
+    if prev is not None:
+        if prev.choices:
+            return [c for c in prev.choices if c.startswith(cur)], _NO_FILES
+        return [], _FILES if prev.paths else _NO_FILES
+    words_here = [s.name for s in cmd.subcommands] + [f for o in cmd.options for f in o.flags]
+    words_here += [c for o in cmd.options if not o.flags for c in o.choices]
+    found = [w for w in words_here if w.startswith(cur) and (cur.startswith("-") or not w.startswith("-"))]
+    return found, (_FILES if cmd.positional_paths and not cur.startswith("-") else _NO_FILES)
+
+
+def kubectl_complete_main() -> int:
+    """The `kubectl_complete-netpol_guard` console script: kubectl runs it to complete
+    `kubectl netpol-guard ...` (kubectl 1.26+), with the words typed so far."""
+    import sys
+    found, directive = candidates(sys.argv[1:])
+    sys.stdout.write("".join(f"{w}\n" for w in found) + f":{directive}\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     sys.stdout.write(bash(tree()) if args.shell == "bash" else zsh(tree()))
