@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -225,11 +224,8 @@ def _parse_json(text: str, file: str) -> list[Document]:
 
 def read_file(path: str) -> list[Document]:
     try:
-        if path == STDIN:
-            raw, path = sys.stdin.buffer.read(), STDIN_NAME
-        else:
-            with open(path, "rb") as fh:
-                raw = fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     if b"\x00" in raw[:8192]:
@@ -239,6 +235,20 @@ def read_file(path: str) -> list[Document]:
     except UnicodeDecodeError:
         raise InputError(path, "not UTF-8 text") from None
     return parse_text(text, path)
+
+
+def _read(path: str) -> list[Document]:
+    """read_file, and "-" for standard input: read as /dev/stdin (so like any file, and
+    within the same limits), its documents and errors named <stdin>."""
+    if path != STDIN:
+        return read_file(path)
+    try:
+        docs = read_file("/dev/stdin")
+    except InputError as exc:
+        raise InputError(STDIN_NAME, exc.message, exc.line) from None
+    for d in docs:
+        d.file = STDIN_NAME
+    return docs
 
 
 @dataclass
@@ -282,7 +292,7 @@ def read_files(files: list[str]) -> list[list[Document]]:
             pass
     workers = min(os.cpu_count() or 1, 8)
     if workers < 2 or STDIN in files or len(files) < 4 or total < PARALLEL_MIN_BYTES:
-        return [read_file(f) for f in files]
+        return [_read(f) for f in files]
     import concurrent.futures
     import multiprocessing
     ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
