@@ -21,7 +21,8 @@ tools: $(STAMP)
 run: $(STAMP)
 	@echo "Starting the webhook on https://localhost:8443 (Ctrl-C stops it). In another terminal:"
 	@echo "  curl -s --cacert certs/ca.crt -H 'Content-Type: application/json' --data @examples/admission/create-denied.json https://localhost:8443/validate"
-	$(NPG) serve --dev --cluster examples/cluster
+	@echo "(/mutate patches nothing unless mutations are on: make run CONFIG=examples/config/mutations.yaml)"
+	$(NPG) serve --dev --cluster examples/cluster $(if $(CONFIG),--config $(CONFIG))
 
 # The same checks offline: the good examples pass, the bad ones show each mistake.
 lint-examples: $(STAMP)

@@ -236,7 +236,7 @@ def test_schema_config_section_mirrors_the_config_dataclasses():
 OPEN_OBJECTS = {
     "serviceAccount.annotations", "commonLabels", "podAnnotations", "podLabels", "nodeSelector",
     "tolerations[]", "affinity", "networkPolicy.ingressFrom[]", "serviceMonitor.labels",
-    "config.rules", "config.dns.podLabels",
+    "config.rules", "config.dns.podLabels", "prometheusRule.labels", "grafanaDashboard.labels",
 }
 
 

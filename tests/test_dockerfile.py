@@ -131,6 +131,8 @@ def test_build_stage_copies_what_the_wheel_is_built_from(stages):
         copied += words[:-1]
     # The wheel needs the package and the readme pyproject.toml declares.
     assert {"pyproject.toml", "webhook", project()["readme"]} <= set(copied)
+    # and the license files it declares (setuptools refuses to build without them)
+    assert set(project().get("license-files", [])) <= set(copied)
     for source in copied:
         if source != project()["readme"]:  # README.md is written by the docs work; its presence is checked at build
             assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"

@@ -62,11 +62,26 @@ flows:
     assert [(p.number, p.protocol) for p in f3.ports] == [(5353, "UDP")]
 
 
-def test_star_destination_expands_to_every_workload_and_needs_the_port_everywhere():
-    text = BASE + "flows:\n  - {from: {namespace: data}, to: '*', ports: [8080]}\n"
-    err = one_error(text)
-    assert err.startswith("map.yaml:16: flows[0].ports[0]: data/db does not declare port 8080/TCP")
-    assert "it declares 5432/TCP (postgres)" in err
+def test_star_destination_reaches_each_workload_on_the_ports_it_declares():
+    # issue 15: "*" and {namespace: NS} stand for many workloads; one without the port
+    # (a port-less CronJob, say) is not a destination, not an error
+    cmap = parse_map(BASE + "flows:\n  - {from: {namespace: data}, to: '*', ports: [8080, postgres]}\n", "map.yaml")
+    got = {f.destination.key: [p.describe() for p in f.ports] for f in cmap.flows}
+    assert got == {"shop/frontend": ["8080/TCP"], "shop/api": ["8080/TCP"], "data/db": ["postgres (5432/TCP)"]}
+    cmap = parse_map(BASE + "flows:\n  - {from: {namespace: data}, to: {namespace: shop}, ports: [5353/UDP]}\n",
+                     "map.yaml")
+    assert [f.destination.key for f in cmap.flows] == ["shop/api"]
+
+
+def test_star_destination_where_nobody_declares_the_port_is_one_error():
+    err = one_error(BASE + "flows:\n  - {from: {namespace: data}, to: '*', ports: [9999]}\n")
+    assert err.startswith("map.yaml:16: flows[0].ports: no destination declares any of these ports")
+    assert "shop/api" in err
+
+
+def test_a_named_destination_still_needs_every_port():
+    err = one_error(BASE + "flows:\n  - {from: frontend, to: data/db, ports: [5432, 8080]}\n")
+    assert "data/db does not declare port 8080/TCP" in err
 
 
 @pytest.mark.parametrize("flow,line,expected", [
@@ -292,3 +307,52 @@ flows:
   - {from: {namespace: edge}, to: "*", ports: [443]}
 """, "m")
     assert [f.destination.key for f in cmap.flows] == ["shop/web"]
+
+
+# --- issue 15: ranges and excepts --------------------------------------------------------------
+
+RANGES = BASE + """\
+endpoints:
+  - name: corp
+    cidrs: [{cidr: 10.0.0.0/8, except: [10.96.0.0/12, 10.244.0.0/16]}]
+egress:
+  - from: api
+    to: [corp, {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}]
+    ports: [{port: 30000, endPort: 32767}, "5000-5010/UDP", 443]
+"""
+
+
+def test_egress_takes_port_ranges_and_cidrs_with_except_and_the_set_is_proven():
+    from webhook.config import DEFAULT
+    from webhook.generate.policies import generate
+    from webhook.generate.proof import prove
+    cmap = parse_map(RANGES, "map.yaml")
+    (e,) = cmap.egress
+    assert [p.describe() for p in e.ports] == ["443/TCP", "30000-32767/TCP", "5000-5010/UDP"]
+    blocks = {t.cidr: t.excepts() for t in e.targets}
+    assert blocks == {"10.0.0.0/8": ("10.96.0.0/12", "10.244.0.0/16"),
+                      "0.0.0.0/0": ("10.0.0.0/8", "169.254.169.254/32")}
+    assert list(jsonschema.Draft202012Validator(_schema()).iter_errors(yaml.safe_load(RANGES))) == []
+    policies = generate(cmap, DEFAULT.dns)
+    egress = next(p.obj for p in policies if p.obj["metadata"]["name"].startswith("allow-external-egress"))
+    rule = egress["spec"]["egress"][0]
+    assert {"port": 30000, "endPort": 32767, "protocol": "TCP"} in rule["ports"]
+    assert {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.96.0.0/12", "10.244.0.0/16"]}} in rule["to"]
+    report = prove(cmap, [p.obj for p in policies], DEFAULT)
+    assert report.ok, report.failures
+
+
+@pytest.mark.parametrize("egress,expected", [
+    ("{from: api, to: [{cidr: 10.0.0.0/8, except: [192.168.0.0/16]}], ports: [443]}",
+     "egress[0].to[0].except[0]: 192.168.0.0/16 is not a block strictly inside 10.0.0.0/8"),
+    ("{from: api, to: [10.0.0.0/8], ports: [{port: 200, endPort: 100}]}",
+     "egress[0].ports[0].endPort: endPort 100 is below port 200"),
+    ("{from: api, to: [{cidr: 10.0.0.0/8, excpt: []}], ports: [443]}", "unknown key 'excpt'"),
+])
+def test_bad_ranges_and_excepts_are_named(egress, expected):
+    assert expected in "\n".join(errors_of(BASE + f"egress:\n  - {egress}\n"))
+
+
+def test_except_is_refused_for_ingress_sources():
+    err = one_error(BASE + "ingress:\n  - {from: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}], to: api, ports: [8080]}\n")
+    assert "ingress[0].from[0]: must be a CIDR; `except` is for egress blocks" in err

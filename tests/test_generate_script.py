@@ -19,18 +19,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASH = shutil.which("bash")
 
 FAKE_KUBECTL = r"""#!/bin/bash
-# kubectl stand-in: every namespace has one running pod at 127.0.0.1 except "missing";
-# `exec` runs the command here with PATH limited to $FAKE_TOOLS_DIR (the "image").
+# kubectl stand-in: every namespace has, per label selector, one running pod at 127.0.0.1
+# named after the namespace and selector, except in namespace "missing"; `exec` runs the
+# command here with PATH limited to $FAKE_TOOLS_DIR (the "image").
 echo "$*" >> "$FAKE_LOG"
 cmd=$1; shift
 case "$cmd" in
   get)
-    ns=""; out=""
+    ns=""; out=""; sel=""
     while [ $# -gt 0 ]; do
-      case "$1" in -n) ns=$2; shift;; -o) out=$2; shift;; esac; shift
+      case "$1" in -n) ns=$2; shift;; -o) out=$2; shift;; -l) sel=$2; shift;; esac; shift
     done
     [ "$ns" = missing ] && exit 0
-    case "$out" in *podIP*) printf 127.0.0.1;; *) printf "pod-%s" "$ns";; esac;;
+    name="pod-$ns${sel:+-}${sel//[^a-z0-9]/-}"
+    case "$out" in
+      *range*) printf '%s 127.0.0.1
+' "$name";;
+      *podIP*) printf 127.0.0.1;;
+      *) printf '%s' "$name";;
+    esac;;
   exec)
     shift 3; [ "$1" = -- ] && shift; shift  # -n NS POD -- sh
     exec env -i PATH="$FAKE_TOOLS_DIR" /bin/sh "$@";;
@@ -220,3 +227,20 @@ flows:
     assert rows(proc.stdout)[0][:4] == ["PASS", "open", "b/*", "a/server"]
     gets = [line for line in (tmp_path / "kubectl.log").read_text().splitlines() if line.startswith("get pods -n b")]
     assert gets and all(" -l " not in g for g in gets)
+
+
+def test_a_flow_from_a_workload_to_itself_is_not_probed_from_the_same_pod(tmp_path, listener):
+    # issue 15: the only destination pod being the source pod tests no policy at all
+    text = f"""\
+namespaces: [a]
+workloads:
+  - {{name: peer, namespace: a, labels: {{app: peer}}, ports: [{listener.port}]}}
+flows:
+  - {{from: a/peer, to: a/peer, ports: [{listener.port}]}}
+"""
+    proc = run_script(tmp_path, text, ["curl", "getent"])
+    row = next(r for r in rows(proc.stdout) if r[2] == "a/peer" and r[3] == "a/peer")
+    assert row[:2] == ["SKIP", "open"] and "pod-a-app-peer is the only destination pod" in proc.stdout
+    assert "FAIL" not in [r[0] for r in rows(proc.stdout)] and proc.returncode == 0, proc.stdout
+    execs = [l for l in (tmp_path / "kubectl.log").read_text().splitlines() if l.startswith("exec") and "127.0.0.1" in l]
+    assert not any(str(listener.port) in l for l in execs), "the pod probed itself"

@@ -79,7 +79,7 @@ def test_clean_policies_exit_zero_and_say_what_was_read(repo):
     (repo / "policies" / "api.yaml").write_text(GOOD)
     r = lint("--cluster", repo / "cluster.yaml", repo / "policies")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "checked 1 NetworkPolicies: 0 errors" in r.stdout
+    assert "checked 1 NetworkPolicy: 0 errors" in r.stdout
     assert "2 Deployment" in r.stdout and "1 Namespace" in r.stdout and "1 Pod" in r.stdout
 
 

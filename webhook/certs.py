@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ def make_ca(common_name: str = DEFAULT_CA_COMMON_NAME, days: int = DEFAULT_CA_DA
 
 
 def issue_serving_cert(ca: KeyPair, dns_names: Sequence[str], days: int = DEFAULT_SERVING_DAYS,
-                       now: dt.datetime | None = None) -> KeyPair:
+                       now: dt.datetime | None = None, ip_addresses: Sequence[str] = ()) -> KeyPair:
     """A TLS server certificate for dns_names, signed by ca.
 
     Refuses a validity that would outlive the CA: such a certificate stops verifying
@@ -222,7 +223,9 @@ def issue_serving_cert(ca: KeyPair, dns_names: Sequence[str], days: int = DEFAUL
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in dns_names]
+            + [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

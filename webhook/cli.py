@@ -15,6 +15,7 @@ from webhook import __version__
 # Order is the order shown in --help.
 COMMAND_MODULES = (
     "lint", "simulate", "audit", "generate", "rules", "serve", "controller", "isolation", "certs",
+    "completion",
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -30,9 +31,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "netpol-guard") -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="netpol-guard",
+        prog=prog,
         description="Keeps Kubernetes NetworkPolicies correct: lint, simulate, generate, "
         "and an admission webhook that rejects mistakes before they reach a cluster.",
     )
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "netpol-guard") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -67,3 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `netpol-guard lint ... | head`
         return EXIT_OK
+
+
+def kubectl_plugin_main() -> int:
+    """The `kubectl-netpol_guard` console script: kubectl finds it on PATH and runs it for
+    `kubectl netpol-guard ...` (an underscore in a plugin's file name is a dash on the
+    command line). Same commands; help and usage say how it was called."""
+    return main(prog="kubectl netpol-guard")

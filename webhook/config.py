@@ -359,6 +359,10 @@ def from_dict(data: Any, source: str = "configuration", env: Mapping[str, str] |
     if not isinstance(data, dict):
         raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source)
     data = dict(data)
+    if isinstance(data.get("rules"), Mapping):
+        # YAML 1.1 reads an unquoted `off` as false (in PyYAML and in Helm alike); in a
+        # severity slot it can only have meant "off".
+        data["rules"] = {k: "off" if v is False else v for k, v in data["rules"].items()}
     if env is not None:
         _apply_env(data, env, problems)
     cfg = _build(Config, data, "", problems)

@@ -30,11 +30,19 @@ import struct
 import threading
 from typing import Iterable, Mapping, Optional
 
+def _build_info() -> str:
+    import platform
+
+    from webhook import __version__
+    return f'netpol_guard_build_info{{version="{__version__}",python="{platform.python_version()}"}}'
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CHUNK = 64 * 1024
 _HEADER = struct.Struct("<Q")
 _LEN = struct.Struct("<I")
 _VAL = struct.Struct("<d")
+BUILD_INFO = _build_info()
 
 HELP = {
     "netpol_guard_requests_total": ("counter", "Admission requests by endpoint, operation and decision."),
@@ -44,9 +52,9 @@ HELP = {
     "netpol_guard_cache_objects": ("gauge", "Objects in the cluster view of the worker serving this scrape."),
     "netpol_guard_cache_age_seconds": ("gauge", "Seconds since that worker's view last changed or was confirmed."),
     "netpol_guard_cache_synced": ("gauge", "1 when that worker's view source has completed its first sync."),
-    "netpol_guard_cache_relists": ("gauge", "Full re-lists by that worker's live cache since it started (410 Gone, resync)."),
-    "netpol_guard_cache_reconnects": ("gauge", "Watch reconnects by that worker's live cache since it started."),
-    "netpol_guard_cache_errors": ("gauge", "API errors seen by that worker's live cache since it started."),
+    "netpol_guard_cache_relists_total": ("counter", "Full re-lists by the workers' live caches (410 Gone, resync)."),
+    "netpol_guard_cache_reconnects_total": ("counter", "Watch reconnects by the workers' live caches."),
+    "netpol_guard_cache_errors_total": ("counter", "API errors seen by the workers' live caches."),
     "netpol_guard_cache_invalid_policies": ("gauge", "NetworkPolicies in the cluster the parser refuses (left out of the view)."),
     "netpol_guard_certificate_expiry_seconds": ("gauge", "Seconds until the serving certificate in use expires."),
     "netpol_guard_workers_reporting": ("gauge", "Worker processes whose counters this scrape sums."),
@@ -60,6 +68,7 @@ HELP = {
     "netpol_guard_audit_report_writes_total": ("counter", "PolicyReport writes (create, replace, delete): only when content changed."),
     "netpol_guard_audit_events_total": ("counter", "Events recorded on NetworkPolicies for findings that appeared or cleared."),
     "netpol_guard_audit_lag_seconds": ("histogram", "Audit lag: first change of a burst seen -> its reports written."),
+    "netpol_guard_build_info": ("gauge", "Always 1; the labels say which netpol-guard and Python are running."),
 }
 
 
@@ -226,6 +235,21 @@ class Metrics:
         with self._lock:
             self._add(key, amount)
 
+    def raise_to(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        """Set this process's share of a counter to `value` if that is higher: for counts a
+        worker keeps elsewhere (its live cache's re-lists), published at scrape time. The
+        scrape sums every worker's share, so the total never goes down."""
+        key = name + _labels(labels or {})
+        with self._lock:
+            store = self._store()
+            if store is None:
+                current = self._local.get(key, 0.0)
+            else:
+                index = store.offsets.get(key)
+                current = store.values[index] if index is not None else 0.0
+            if value > current:
+                self._add(key, value - current)
+
     def _histogram_keys(self, name: str, labels: Mapping[str, str]) -> tuple[list[str], str, str]:
         # Label strings are built once per (histogram, labels). Each observation adds to ONE
         # bucket (its own, not cumulative) plus sum and count; render() makes the buckets
@@ -286,6 +310,7 @@ class Metrics:
         samples = _cumulate_buckets(totals)
         samples.update(gauges)
         samples["netpol_guard_workers_reporting"] = workers
+        samples[BUILD_INFO] = 1
         # histogram buckets need every bound present once any exists; they are (inc'd
         # cumulatively above), so sorting by key keeps families together
         by_family: dict[str, list[str]] = {}

@@ -166,9 +166,11 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
                 gauges[f'netpol_guard_cache_age_seconds{{kind="{kind}"}}'] = float(stats[f"{kind}_age_seconds"])
             if f"{kind}_synced" in stats:
                 gauges[f'netpol_guard_cache_synced{{kind="{kind}"}}'] = 1.0 if stats[f"{kind}_synced"] else 0.0
-        for key in ("relists", "reconnects", "errors", "invalid_policies"):
-            if key in stats:  # cumulative in that worker since it started
-                gauges[f"netpol_guard_cache_{key}"] = float(stats[key])
+        for key in ("relists", "reconnects", "errors"):
+            if key in stats:  # cumulative in this worker since it started: its share of the counter
+                metrics.raise_to(f"netpol_guard_cache_{key}_total", float(stats[key]))
+        if "invalid_policies" in stats:
+            gauges["netpol_guard_cache_invalid_policies"] = float(stats["invalid_policies"])
         from webhook.audit.loop import read_gauges
         gauges.update(read_gauges(metrics.directory))  # the pod agent's audit, when it runs
         return Response(metrics.render(gauges), mimetype="text/plain; version=0.0.4")

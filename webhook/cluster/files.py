@@ -22,6 +22,8 @@ from webhook.cluster.view import ClusterView
 from webhook.policy.model import Origin
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"  # a PATH of "-" reads standard input (`helm template ... | netpol-guard lint -`)
+STDIN_NAME = "<stdin>"  # how findings name it
 USED_KINDS = {"Namespace", "Pod", "Service", "NetworkPolicy", *WORKLOAD_TEMPLATES}
 
 
@@ -88,7 +90,7 @@ def find_files(paths: Iterable[str]) -> list[str]:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(os.path.join(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES))
             out.extend(sorted(found))
-        elif os.path.exists(p):
+        elif os.path.exists(p) or p == STDIN:
             out.append(p)
         else:
             raise InputError(p, "no such file or directory")
@@ -190,6 +192,20 @@ def read_file(path: str) -> list[Document]:
     return parse_text(text, path)
 
 
+def _read(path: str) -> list[Document]:
+    """read_file, and "-" for standard input: read as /dev/stdin (so like any file, and
+    within the same limits), its documents and errors named <stdin>."""
+    if path != STDIN:
+        return read_file(path)
+    try:
+        docs = read_file("/dev/stdin")
+    except InputError as exc:
+        raise InputError(STDIN_NAME, exc.message, exc.line) from None
+    for d in docs:
+        d.file = STDIN_NAME
+    return docs
+
+
 @dataclass
 class Snapshot:
     """What was read: the view (every object the checks use) and the documents to check."""
@@ -231,8 +247,8 @@ def read_files(files: list[str]) -> list[list[Document]]:
         except OSError:
             pass
     workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or len(files) < 4 or total < PARALLEL_MIN_BYTES:
-        return [read_file(f) for f in files]
+    if workers < 2 or STDIN in files or len(files) < 4 or total < PARALLEL_MIN_BYTES:
+        return [_read(f) for f in files]
     import concurrent.futures
     import multiprocessing
     ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None

@@ -19,15 +19,15 @@ external egress exactly as listed (never the cloud metadata address), and `lint`
 nothing above info. If the proof fails nothing is written.
 
 Without --out the policies are printed as one YAML stream in apply order. With --out DIR
-each policy is a file named so that `kubectl apply -f DIR` applies the allowances before
-the default-deny, plus kustomization.yaml and connectivity-tests.sh (run it against the
-cluster after applying). Files a previous run generated in DIR are replaced.
+each policy is a file named so that the allowances are applied before the default-deny,
+plus kustomization.yaml (apply the set with `kubectl apply -k DIR`) and
+connectivity-tests.sh (run it against the cluster after applying). Files a previous run generated in DIR are replaced.
 
 exit status: 0 written; 1 the proof failed (nothing written); 2 unusable map or usage.
 
 examples:
   netpol-guard generate --map examples/maps/three-tier.yaml
-  netpol-guard generate --map map.yaml --out policies/ && kubectl apply -f policies/
+  netpol-guard generate --map map.yaml --out policies/ && kubectl apply -k policies/
 """
 
 
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     _write(args.out, content)
     print(f"wrote {len(policies)} policies, kustomization.yaml and connectivity-tests.sh to {args.out}")
     print(report.summary())
-    print(f"next: kubectl apply -f {args.out} && {os.path.join(args.out, 'connectivity-tests.sh')}")
+    # DIR holds kustomization.yaml, which `kubectl apply -f DIR` would try to apply as an object
+    print(f"next: kubectl apply -k {args.out} && {os.path.join(args.out, 'connectivity-tests.sh')}")
     return EXIT_OK
 
 

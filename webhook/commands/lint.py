@@ -19,12 +19,20 @@ With --kubeconfig/--context, the live cluster (listed once) is the cluster view,
 files add to it (a policy in PATH replaces the cluster's policy of the same name); with no
 PATH, the cluster's own NetworkPolicies are checked. --namespace narrows what is checked.
 
+PATH `-` reads stdin (`helm template ... | netpol-guard lint -`).
+
+When PATH holds no NetworkPolicy at all, lint says so and exits 2: a CI job pointed at
+the wrong folder must not stay green. --allow-empty makes that exit 0.
+
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 
 examples:
   netpol-guard lint manifests/
   netpol-guard lint --kubeconfig ~/.kube/config --context staging --namespace shop
   netpol-guard lint --cluster snapshot/ --format json policies/
+  netpol-guard lint --format sarif manifests/ > netpol-guard.sarif
+  helm template charts/app | netpol-guard lint -
+  netpol-guard lint --exclude 'charts/*' --exclude '*.values.yaml' manifests/
   netpol-guard lint --explain dns-egress-missing
 """
 
@@ -35,7 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="manifests that describe the cluster (Namespaces, Pods, workloads, Services, "
                         "policies); may be given more than once")
     p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json", "sarif", "github", "junit"), default="text",
+                   help="text (default); json; sarif (SARIF 2.1.0, for code scanning); github (workflow "
+                        "annotations); junit (JUnit XML, one test case per policy)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files whose path, path below the PATH given, or file name matches "
+                        "GLOB (shell-style; may be given more than once)")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 when PATH holds no NetworkPolicy (by default that is exit 2)")
     p.add_argument("--explain", metavar="RULE", help="print what a rule checks and why, with examples, and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="text format: print findings only, no summary")
     p.add_argument("--kubeconfig", metavar="FILE", help="read the live cluster with this kubeconfig")
@@ -68,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     listed = _list_live(args, config) if live else None
     try:
-        snap = load_snapshot(args.paths, args.cluster, view=listed.view if listed else None)
+        files = _select_files(args.paths, args.exclude) if args.paths else []
+        snap = load_snapshot(files, args.cluster, view=listed.view if listed else None)
         add_admin_policies(snap.view, snap.admin_policy_docs)
     except InputError as exc:
         raise UsageError(str(exc)) from None
@@ -78,12 +94,24 @@ def run(args: argparse.Namespace) -> int:
     if args.namespace:
         subjects = [(obj, o) for obj, o in subjects
                     if ((obj.get("metadata") or {}).get("namespace") or "default") == args.namespace]
+    if not subjects and not args.allow_empty:
+        where = " ".join(args.paths) if args.paths else "the cluster"
+        raise UsageError(
+            f"no NetworkPolicy found in {where}"
+            + (f" ({_plural(len(files), 'manifest file')})" if args.paths else "")
+            + "; nothing was checked. If that is expected, pass "
+            "--allow-empty; otherwise check the PATH (a CI job pointed at the wrong folder "
+            "would pass silently)")
     reports = check_all(snap.view, config, subjects, [(d.obj, d.origin()) for d in snap.context_policy_docs])
     findings = [bounded_finding(f) for r in reports for f in r.findings]  # each message/fix clipped
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
     summary = {"policies": len(reports), "errors": counts["error"], "warnings": counts["warning"],
                "infos": counts["info"]}
-    if args.format == "json":
+    if args.format in ("sarif", "github", "junit"):
+        from webhook.formats import render
+        checked = [(_policy_key(d.obj), d.file) for d in snap.policy_docs]
+        sys.stdout.write(render(args.format, [f.to_dict() for f in findings], summary, checked=checked))
+    elif args.format == "json":
         summary["objects"] = dict(sorted(snap.kinds.items()))
         summary["files"] = snap.files
         admin = _admin_counts(snap.view)
@@ -120,7 +148,8 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
     if quiet:
         return
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(snap.kinds.items())) or "no objects"
-    out.write(f"\nread {sum(snap.kinds.values())} objects from {snap.files} files ({kinds})\n")
+    out.write(f"\nread {_plural(sum(snap.kinds.values()), 'object')} from "
+              f"{_plural(snap.files, 'file')} ({kinds})\n")
     notes = []
     if not snap.view.namespaces_known:
         notes.append("no Namespace objects in view: namespace selectors were not checked against "
@@ -140,8 +169,10 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
                      "(another network plugin's policy kind)")
     for n in notes:
         out.write(f"note: {n}\n")
-    out.write(f"checked {summary['policies']} NetworkPolicies: {summary['errors']} errors, "
-              f"{summary['warnings']} warnings, {summary['infos']} infos\n")
+    out.write(f"checked {_plural(summary['policies'], 'NetworkPolicy', 'NetworkPolicies')}: "
+              f"{_plural(summary['errors'], 'error')}, {_plural(summary['warnings'], 'warning')}, "
+              f"{_plural(summary['infos'], 'info')}\n")
+
 
 
 def _admin_counts(view) -> dict[str, int]:
@@ -150,3 +181,35 @@ def _admin_counts(view) -> dict[str, int]:
     for p in view.admin_policies():
         counts[p.kind] = counts.get(p.kind, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def _policy_key(obj) -> str:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _select_files(paths: list[str], exclude: list[str]) -> list[str]:
+    """The manifest files under PATH, less those --exclude names. A file is left out when
+    a glob matches its path as found, its path below the PATH argument it came from, or its
+    name, so `--exclude 'charts/*'` works whichever folder lint was pointed at."""
+    import fnmatch
+    import os
+
+    from webhook.cluster.files import find_files
+
+    out: list[str] = []
+    for root in paths:
+        if root == "-":
+            out.append(root)
+            continue
+        for f in find_files([root]):
+            rel = os.path.relpath(f, root) if os.path.isdir(root) else os.path.basename(f)
+            candidates = (f, rel, os.path.basename(f))
+            if any(fnmatch.fnmatch(c, g) for g in exclude for c in candidates):
+                continue
+            out.append(f)
+    return out

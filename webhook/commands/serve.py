@@ -78,7 +78,9 @@ def _dev_certs() -> tuple[str, str]:
     else:
         ca = certs.make_ca()
         names = ["localhost"] + certs.service_dns_names("netpol-guard", "netpol-guard")
-        bundle = certs.TLSBundle.from_pairs(ca, certs.issue_serving_cert(ca, names))
+        # The server prints https://127.0.0.1:8443 too: curl and browsers check IP SANs.
+        serving = certs.issue_serving_cert(ca, names, ip_addresses=("127.0.0.1", "::1"))
+        bundle = certs.TLSBundle.from_pairs(ca, serving)
         certs.write_bundle(bundle, DEV_CERT_DIR, force=True)
         print(f"netpol-guard serve: wrote a self-signed development certificate to {DEV_CERT_DIR}/ "
               f"(CA: {paths[certs.CA_FILE]})", file=sys.stderr)
@@ -134,6 +136,29 @@ def _self_managed_tls(config, cert: str, key: str, client_ca: str | None, kubeco
               f"leader's Secret {os.environ['POD_NAMESPACE']}/{config.certificates.secretName} to be "
               "mounted (unready until then)", file=sys.stderr)
         return True
+
+
+def _check_port_free(bind: str) -> None:
+    """A busy port is one clear line and exit 2, not seconds of gunicorn retrying and
+    logging JSON. Bound with SO_REUSEADDR as gunicorn does, then let go at once."""
+    import errno
+    import socket
+
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise _usage(f"cannot listen on {bind}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            hint = ("; another process is listening there (an earlier `make run`?): stop it or pass "
+                    "--bind HOST:PORT") if exc.errno == errno.EADDRINUSE else ""
+            raise _usage(f"cannot listen on {bind}: {exc.strerror}{hint}") from None
 
 
 def _bind(value: str) -> str:
@@ -201,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     except SourceUnavailable as exc:
         raise _usage(str(exc)) from None
 
+    _check_port_free(bind)
     from webhook.admission.server import ServeOptions, WebhookServer
     from webhook.logging_setup import configure
     configure()

@@ -33,10 +33,13 @@ FLOW_KEYS = ("from", "to", "ports", "description")
 INGRESS_KEYS = ("from", "to", "ports", "description")
 EGRESS_KEYS = ("from", "to", "ports", "description")
 PORT_KEYS = ("port", "protocol")
+RANGE_KEYS = ("port", "endPort", "protocol")
+TARGET_KEYS = ("cidr", "except")
 PARTY_KEYS = ("namespace",)
 DNS_KEYS = ("namespace", "podLabels", "nodeLocalAddresses")
 _PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PORT_PROTO_RE = re.compile(r"^(\d+)/([A-Za-z]+)$")
+_PORT_RANGE_RE = re.compile(r"^(\d+)-(\d+)(?:/([A-Za-z]+))?$")
 EVERY_WORKLOAD = "*"
 
 
@@ -377,6 +380,20 @@ def _network(r: _Reader, value: Any, path: str) -> Optional[ipaddress.IPv4Networ
 
 
 def _target(r: _Reader, value: Any, path: str, endpoint: Optional[str], egress: bool) -> Optional[Target]:
+    """A CIDR, or (egress) `{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}` - one rule instead of
+    the eight blocks a hand-split 10.0.0.0/8 minus one /16 takes."""
+    excluded: list = []
+    if isinstance(value, dict):
+        if not egress:
+            r.problem(path, "must be a CIDR; `except` is for egress blocks (endpoints and egress.to)")
+            return None
+        m = r.mapping(value, path, TARGET_KEYS, required=("cidr",))
+        if m is None or "cidr" not in m:
+            return None
+        value = m["cidr"]
+        for j, e in enumerate(r.list_of(m.get("except", []), f"{path}.except", "CIDRs")):
+            excluded.append((f"{path}.except[{j}]", _network(r, e, f"{path}.except[{j}]")))
+        path = f"{path}.cidr"
     net = _network(r, value, path)
     if net is None:
         return None
@@ -384,7 +401,15 @@ def _target(r: _Reader, value: Any, path: str, endpoint: Optional[str], egress: 
         r.problem(path, f"{net} is the cloud metadata address; generate never allows it (it hands out the "
                         "node's cloud credentials)")
         return None
-    return Target(str(net), net, endpoint)
+    kept = []
+    for epath, e in excluded:
+        if e is None:
+            continue
+        if e.version != net.version or not e.subnet_of(net) or e == net:  # type: ignore[arg-type]
+            r.problem(epath, f"{e} is not a block strictly inside {net}; an except must narrow the cidr")
+            continue
+        kept.append(e)
+    return Target(str(net), net, endpoint, tuple(sorted(set(kept))))
 
 
 # --- references -----------------------------------------------------------------------------
@@ -534,11 +559,36 @@ def _flow(r: _Reader, res: _Resolver, item: Any, path: str) -> list[Flow]:
                             "no policy would carry this flow; set managed: true on one of them or drop it")
             return []
         dests = ours  # "*" from an unmanaged namespace: only the destinations generate can protect
+    note = _note(r, m, path)
+    return [Flow(source, d, rp, r.line(path), note)
+            for d, rp in _ports_per_destination(r, ports, path, dests, _is_many(m["to"]))]
+
+
+def _is_many(to: Any) -> bool:
+    return to == EVERY_WORKLOAD or isinstance(to, dict)
+
+
+def _ports_per_destination(r: _Reader, ports: list, path: str, dests: list[Workload],
+                           many: bool) -> list[tuple[Workload, tuple[FlowPort, ...]]]:
+    """Each destination with the ports it receives. One named workload must declare every
+    port; `{namespace: NS}` or "*" stand for many workloads, and each receives the ports it
+    declares (a CronJob with no ports is simply not a destination), so long as some do."""
+    if not many:
+        return [(d, rp) for d in dests if (rp := _ports_for(r, ports, f"{path}.ports", d))]
     out = []
     for d in dests:
-        resolved = _ports_for(r, ports, f"{path}.ports", d)
-        if resolved:
-            out.append(Flow(source, d, resolved, r.line(path), _note(r, m, path)))
+        # ports d does not declare are not a problem here: it just does not receive them
+        rp = _ports_for(_Reader(r.file, r.lines), ports, f"{path}.ports", d)
+        if rp:
+            out.append((d, rp))
+    if dests and not out:
+        before = len(r.problems)
+        for j, item in enumerate(ports):
+            _port_ref(r, item, f"{path}.ports[{j}]")  # malformed entries speak for themselves
+        if len(r.problems) == before:
+            keys = sorted(d.key for d in dests)
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            r.problem(f"{path}.ports", f"no destination declares any of these ports ({shown})")
     return out
 
 
@@ -558,8 +608,8 @@ def _ingress(r: _Reader, res: _Resolver, item: Any, path: str) -> list[ExternalI
                                 "ingress; set managed: true or drop it")
         return []
     note = _note(r, m, path)
-    return [ExternalIngress(d, sources, rp, r.line(path), note) for d in dests
-            if (rp := _ports_for(r, ports, f"{path}.ports", d))]
+    return [ExternalIngress(d, sources, rp, r.line(path), note)
+            for d, rp in _ports_per_destination(r, ports, path, dests, _is_many(m["to"]))]
 
 
 def _egress(r: _Reader, res: _Resolver, endpoints: dict[str, tuple[Target, ...]], item: Any,
@@ -581,14 +631,7 @@ def _egress(r: _Reader, res: _Resolver, endpoints: dict[str, tuple[Target, ...]]
             targets.append(target)
     ports: list[NumericPort] = []
     for j, p in enumerate(r.list_of(m["ports"], f"{path}.ports", "ports", allow_empty=False)):
-        parsed = _port_ref(r, p, f"{path}.ports[{j}]")
-        if parsed is None:
-            continue
-        if isinstance(parsed[0], str):
-            r.problem(f"{path}.ports[{j}]", f"ports outside the cluster must be numbers, got the name {parsed[0]!r}")
-            continue
-        np_ = NumericPort(parsed[0], parsed[1] or "TCP")
-        if np_ not in ports:
+        if (np_ := _numeric_port(r, p, f"{path}.ports[{j}]")) is not None and np_ not in ports:
             ports.append(np_)
     if source is None or not targets or not ports:
         return []
@@ -599,6 +642,33 @@ def _egress(r: _Reader, res: _Resolver, endpoints: dict[str, tuple[Target, ...]]
     uniq = tuple(sorted(set(targets), key=lambda t: (t.network.version, t.network, t.endpoint or "")))
     return [ExternalEgress(source, uniq, tuple(sorted(ports, key=lambda p: (p.protocol, p.number))), r.line(path),
                            _note(r, m, path))]
+
+
+def _numeric_port(r: _Reader, item: Any, path: str) -> Optional[NumericPort]:
+    """443 | "443/TCP" | {port: 443} | a range: "30000-32767[/UDP]" or {port: 30000, endPort: 32767}."""
+    if isinstance(item, str) and (rm := _PORT_RANGE_RE.match(item)):
+        item = {"port": int(rm.group(1)), "endPort": int(rm.group(2)),
+                **({"protocol": rm.group(3)} if rm.group(3) else {})}
+    if isinstance(item, dict) and "endPort" in item:
+        m = r.mapping(item, path, RANGE_KEYS, required=("port", "endPort"))
+        if m is None or "port" not in m:
+            return None
+        start, end = m["port"], m["endPort"]
+        proto = _protocol(r, m["protocol"], f"{path}.protocol") if "protocol" in m else "TCP"
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535 for v in (start, end)):
+            r.problem(path, f"port and endPort must be numbers 1-65535, got {start!r} and {end!r}")
+            return None
+        if end < start:
+            r.problem(f"{path}.endPort", f"endPort {end} is below port {start}")
+            return None
+        return NumericPort(start, proto or "TCP", end if end > start else None)
+    parsed = _port_ref(r, item, path)
+    if parsed is None:
+        return None
+    if isinstance(parsed[0], str):
+        r.problem(path, f"ports outside the cluster must be numbers, got the name {parsed[0]!r}")
+        return None
+    return NumericPort(parsed[0], parsed[1] or "TCP")
 
 
 def _note(r: _Reader, m: dict, path: str) -> str:

@@ -128,16 +128,22 @@ class Target:
     cidr: str
     network: IPNetwork
     endpoint: Optional[str] = None
+    # blocks inside `network` the map leaves out (`{cidr: 10.0.0.0/8, except: [...]}`)
+    excluded: tuple[IPNetwork, ...] = ()
 
     def describe(self) -> str:
-        return f"{self.endpoint} ({self.cidr})" if self.endpoint else self.cidr
+        text = self.cidr + (f" except {', '.join(str(e) for e in self.excluded)}" if self.excluded else "")
+        return f"{self.endpoint} ({text})" if self.endpoint else text
 
     def excepts(self) -> tuple[str, ...]:
-        """The metadata address, when this block contains it (and is not just it)."""
+        """The map's excepts, plus the metadata address when this block contains it (and is
+        not just it) and no except of the map covers it already."""
+        out = [str(e) for e in self.excluded]
         meta = METADATA_V4 if self.network.version == 4 else METADATA_V6
-        if meta.subnet_of(self.network) and meta != self.network:  # type: ignore[arg-type]
-            return (str(meta),)
-        return ()
+        if (meta.subnet_of(self.network) and meta != self.network  # type: ignore[arg-type]
+                and not any(meta.subnet_of(e) for e in self.excluded)):  # type: ignore[arg-type]
+            out.append(str(meta))
+        return tuple(out)
 
     def allows(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if ip.version != self.network.version or ip not in self.network:
@@ -149,12 +155,23 @@ class Target:
 class NumericPort:
     number: int
     protocol: str = "TCP"
+    end: Optional[int] = None  # a range number..end (endPort), outside the cluster only
 
     def spec(self) -> dict:
-        return {"port": self.number, "protocol": self.protocol}
+        out: dict = {"port": self.number, "protocol": self.protocol}
+        if self.end is not None:
+            out["endPort"] = self.end
+        return out
 
     def describe(self) -> str:
-        return f"{self.number}/{self.protocol}"
+        return f"{self.number}-{self.end}/{self.protocol}" if self.end is not None else f"{self.number}/{self.protocol}"
+
+    @property
+    def last(self) -> int:
+        return self.end if self.end is not None else self.number
+
+    def matches(self, port: int, protocol: str) -> bool:
+        return protocol == self.protocol and self.number <= port <= self.last
 
 
 @dataclass(frozen=True)

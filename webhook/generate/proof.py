@@ -280,6 +280,8 @@ def _samples(t: Target) -> list:
     if net.num_addresses > 2:
         inside = {net.network_address + 1, net.broadcast_address - 1}
     out = list(inside)
+    for e in t.excluded:  # the map's excepts: their edges must be denied
+        out += [e.network_address, e.broadcast_address]
     top = 2 ** net.max_prefixlen - 1
     if int(net.network_address) > 0:
         out.append(net.network_address - 1)
@@ -297,9 +299,10 @@ def _check_external_egress(cmap: CommMap, world: _World, engine: Engine, report:
         for e in entries:
             for t in e.targets:
                 ips.update(_samples(t))
-            listed = {(p.number, p.protocol) for p in e.ports}
+            # both ends of a range, and just past its top
+            listed = {(n, p.protocol) for p in e.ports for n in {p.number, p.last}}
             ports |= listed
-            unlisted = max(p.number for p in e.ports) + 1
+            unlisted = max(p.last for p in e.ports) + 1
             if unlisted <= 65535:
                 ports.add((unlisted, "TCP"))
         candidates = sorted(((ip, port, proto) for ip in ips for port, proto in ports),
@@ -311,7 +314,7 @@ def _check_external_egress(cmap: CommMap, world: _World, engine: Engine, report:
             src_ep = Endpoint.of_pod(src)
             for ip, port, proto in candidates:
                 expected = any(any(t.allows(ip) for t in e.targets) and any(
-                    p.number == port and p.protocol == proto for p in e.ports) for e in mine)
+                    p.matches(port, proto) for p in e.ports) for e in mine)
                 if ip in node_local and port == 53:
                     expected = True
                 report.checks["external egress checks"] += 1

@@ -17,10 +17,12 @@ annotations.
 
 
 def _subject(manifest: str) -> str:
-    """The example's subject policy: its first document (the rest is the inventory)."""
-    text = manifest.strip("\n")
-    first = text.split("\n---", 1)[0]
-    return first.strip("\n")
+    """The example's policies: its first document and every other NetworkPolicy in it.
+    The rest (Namespaces, Pods, workloads) is the inventory and stays out of the docs; a
+    second policy stays in, since the example may be good only because of it."""
+    docs = [d.strip("\n") for d in manifest.strip("\n").split("\n---")]
+    shown = [docs[0]] + [d for d in docs[1:] if "\nkind: NetworkPolicy" in "\n" + d]
+    return "\n---\n".join(shown)
 
 
 def explain(rule: Rule) -> str:

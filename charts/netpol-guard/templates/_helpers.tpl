@@ -82,6 +82,12 @@ and its RBAC names. A value for them in config is a mistake: fail and say so.
 {{- $sa := printf "system:serviceaccount:%s:%s" .Release.Namespace (include "netpol-guard.serviceAccountName" .) -}}
 {{- $_ := set $cfg.isolation "controllerUsers" (list $sa) -}}
 {{- end -}}
+{{- /* YAML reads an unquoted `off` as false; as a rule severity it can only mean "off". */ -}}
+{{- range $rule, $sev := ($cfg.rules | default dict) -}}
+{{- if eq (toJson $sev) "false" -}}
+{{- $_ := set $cfg.rules $rule "off" -}}
+{{- end -}}
+{{- end -}}
 {{- $fullname := include "netpol-guard.fullname" . -}}
 {{- $computed := dict
       "certificates.selfManaged" (list $cfg.certificates "selfManaged" false (eq .Values.certificates.mode "selfManaged") "certificates.mode")

@@ -7,7 +7,9 @@
 # Exit status: 0 all as expected; 1 at least one FAIL (a flow that should connect did not,
 # or one that should be blocked connected); 2 no FAIL but some checks could not run
 # (NO-POD: no running pod; NO-TOOL: the image has no nc/curl/wget/bash; ERROR: kubectl exec
-# failed). UDP flows other than DNS cannot be probed reliably and are listed as SKIP.
+# failed). UDP flows other than DNS cannot be probed reliably and are listed as SKIP; so is
+# a flow whose only destination pod is the source pod itself (a pod reaching its own IP is
+# not subject to NetworkPolicy): the probe always uses a destination pod other than the source.
 #
 # Environment: KUBECTL (default kubectl), PROBE_TIMEOUT seconds (default 2),
 # DNS_NAME (default kubernetes.default.svc.cluster.local).
@@ -61,6 +63,17 @@ first_pod() {
     -o "jsonpath={.items[0].$3}" 2>/dev/null
 }
 
+# other_pod NS SELECTOR EXCLUDE: the IP of a running pod other than the pod named EXCLUDE.
+# A pod's connection to its own IP never passes through NetworkPolicy, so probing a flow
+# from a pod to itself would pass without testing anything.
+other_pod() {
+  local sel=()
+  [ -n "$2" ] && sel=(-l "$2")
+  "$KUBECTL" get pods -n "$1" ${sel[@]+"${sel[@]}"} --field-selector=status.phase=Running \
+    -o 'jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}' 2>/dev/null \
+    | awk -v skip="$3" '$1 != skip && $2 != "" { print $2; exit }'
+}
+
 record() {  # RESULT EXPECT FROM TO PORT DETAIL
   case "$1" in
     PASS) PASSED=$((PASSED + 1));; FAIL) FAILED=$((FAILED + 1));;
@@ -87,7 +100,14 @@ check() {
   if [ -z "$pod" ]; then record NO-POD "$expect" "$slabel" "$dlabel" "$port/$proto" "no running source pod"; return; fi
   target=$addr
   if [ -z "$target" ]; then
-    target=$(first_pod "$dns" "$dsel" status.podIP)
+    local self=""
+    [ "$dns" = "$sns" ] && self=$pod
+    target=$(other_pod "$dns" "$dsel" "$self")
+    if [ -z "$target" ] && [ -n "$self" ] && [ -n "$(first_pod "$dns" "$dsel" metadata.name)" ]; then
+      record SKIP "$expect" "$slabel" "$dlabel" "$port/$proto" \
+        "$pod is the only destination pod: a pod reaching itself is not subject to NetworkPolicy (run 2 replicas to test)"
+      return
+    fi
     if [ -z "$target" ]; then record NO-POD "$expect" "$slabel" "$dlabel" "$port/$proto" "no running destination pod"; return; fi
   fi
   got=$("$KUBECTL" exec -n "$sns" "$pod" -- sh -c "$PROBE" probe "$target" "$port" "$TIMEOUT" 2>/dev/null | tail -n 1)
