@@ -4,7 +4,8 @@ In ```console blocks, a `$ command` line is followed by its expected output, whe
 stands for any text (within a line or across lines); the commands of one block run in one
 shell, so `$ echo $?` checks the exit status of the command before it. In ```sh blocks,
 each `netpol-guard ...` command (a pipeline into it, too) must exit 0. Commands for a live
-cluster (kubectl, helm install, curl to a server) are not run here: they are listed by
+cluster (kubectl, helm install, curl to a server, netpol-guard audit or --kubeconfig; the
+last two run on a real API server in tests/e2e/test_docs_live.py) are not run here: they are listed by
 the test so the list stays visible, and covered by the cluster tests.
 """
 from __future__ import annotations
@@ -34,8 +35,13 @@ def _strip_comment(cmd: str) -> str:
     return re.sub(r"\s+#\s.*$", "", cmd).strip()
 
 
+def needs_live_cluster(cmd: str) -> bool:
+    """netpol-guard commands that read a live cluster: run by tests/e2e/test_docs_live.py."""
+    return cmd.startswith("netpol-guard audit") or "--kubeconfig" in cmd
+
+
 def _runnable(cmd: str) -> bool:
-    return cmd.startswith(RUNNABLE) or "| netpol-guard" in cmd
+    return (cmd.startswith(RUNNABLE) or "| netpol-guard" in cmd) and not needs_live_cluster(cmd)
 
 
 def console_cases():
