@@ -366,7 +366,7 @@ def parse_port(text: str) -> PortQuery:
     proto = (proto or "TCP").upper()
     if proto not in PROTOCOLS:
         raise ValueError(f"{text!r}: protocol must be TCP, UDP or SCTP")
-    if port_s.isdigit():
+    if port_s.isascii() and port_s.isdigit():  # not '²', which int() refuses
         n = int(port_s)
         if not 1 <= n <= 65535:
             raise ValueError(f"{text!r}: port must be between 1 and 65535")
