@@ -241,6 +241,8 @@ def test_a_map_port_of_unicode_digits_is_a_problem_in_the_map(tmp_path):
     (["serve", "--dev", "--bind", "127.0.0.1:²"], "--bind '127.0.0.1:²': expected HOST:PORT"),
     (["simulate", "--cluster", "examples/cluster", "--from", "shop/frontend", "--to", "shop/api", "--port", "²"],
      "--port '²': not a port number"),
+    (["simulate", "--cluster", "examples/cluster", "--from", "shop/frontend", "--to", "shop/api", "--port", "9" * 5000],
+     "port must be between 1 and 65535"),
 ])
 def test_command_line_numbers_of_unicode_digits_are_usage_errors(args, phrase):
     result = run_limited(args, REPO)
