@@ -179,3 +179,72 @@ def test_the_documented_limits_are_the_ones_in_force():
         assert text in section, text
     assert safeload.MAX_MANIFEST_BYTES == 1024 ** 3 and safeload.MAX_MAP_BYTES == 64 * 1024 ** 2
     assert safeload.MAX_CONFIG_BYTES == 4 * 1024 ** 2
+
+
+# Strings of Unicode digits: '²'.isdigit() is True but int('²') raises. Each place that reads a
+# number out of a string a user wrote must treat them as what they are (not a number).
+SUPERSCRIPT_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: default}
+spec:
+  selector: {app: a}
+  ports: [{port: 80, targetPort: "²"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: default, labels: {app: a}}
+spec: {containers: [{name: c, image: x, ports: [{containerPort: 80}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: default, annotations: {description: api ingress}}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {}}]
+    ports: [{port: 80}]
+"""
+
+
+def test_a_service_target_port_of_unicode_digits_is_a_name_not_a_crash(tmp_path):
+    (tmp_path / "svc.yaml").write_text(SUPERSCRIPT_SERVICE)
+    result = run_limited(["lint", str(tmp_path / "svc.yaml")], tmp_path)
+    # before the fix the service-port-not-target-port rule died on int('²') (a traceback on
+    # stderr, the rule silently skipped); now '²' is a port name that no container declares
+    assert "Traceback" not in result.stderr and "failed on" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 0 and "checked 1 NetworkPolicy: 0 errors" in result.stdout, result.stdout
+
+
+def test_a_networkpolicy_port_of_unicode_digits_is_judged_as_a_port_name(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\n"
+        "spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n  ingress:\n  - ports: [{port: \"²\"}]\n")
+    assert main(["lint", str(tmp_path / "p.yaml")]) == 1
+    out = capsys.readouterr().out
+    # not "a quoted number is a port name; write port: ² unquoted", which would not parse either
+    assert "spec.ingress[0].ports[0].port" in out and "a port name must contain only" in out, out
+    assert "unquoted" not in out
+
+
+def test_a_map_port_of_unicode_digits_is_a_problem_in_the_map(tmp_path):
+    text = (REPO / "examples/maps/three-tier.yaml").read_text().replace("ports: [8080]", 'ports: ["²"]', 1)
+    assert '"²"' in text
+    (tmp_path / "map.yaml").write_text(text)
+    result = run_limited(["generate", "--map", str(tmp_path / "map.yaml"), "--out", str(tmp_path / "out")], tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and "declares no port named '²'" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["serve", "--dev", "--bind", "127.0.0.1:²"], "--bind '127.0.0.1:²': expected HOST:PORT"),
+    (["simulate", "--cluster", "examples/cluster", "--from", "shop/frontend", "--to", "shop/api", "--port", "²"],
+     "--port '²': not a port number"),
+    (["simulate", "--cluster", "examples/cluster", "--from", "shop/frontend", "--to", "shop/api", "--port", "9" * 5000],
+     "port must be between 1 and 65535"),
+])
+def test_command_line_numbers_of_unicode_digits_are_usage_errors(args, phrase):
+    result = run_limited(args, REPO)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and phrase in result.stderr, result.stderr

@@ -65,7 +65,7 @@ def _parent(doc: Any, path: str) -> tuple[Any, str]:
     for t in tokens[:-1]:
         if isinstance(node, dict) and t in node:
             node = node[t]
-        elif isinstance(node, list) and t.isdigit() and int(t) < len(node):
+        elif isinstance(node, list) and t.isascii() and t.isdigit() and int(t) < len(node):
             node = node[int(t)]
         else:
             raise PatchError(f"path {path!r}: {t!r} does not exist")
@@ -99,12 +99,12 @@ def apply(doc: Any, patch: list[dict]) -> Any:
                 raise PatchError(f"unsupported op {kind!r}")
         elif isinstance(parent, list):
             if kind == "add":
-                index = len(parent) if last == "-" else int(last) if last.isdigit() else -1
+                index = len(parent) if last == "-" else int(last) if last.isascii() and last.isdigit() else -1
                 if not 0 <= index <= len(parent):
                     raise PatchError(f"path {path!r}: index out of range")
                 parent.insert(index, copy.deepcopy(op["value"]))
             elif kind in ("remove", "replace"):
-                if not (last.isdigit() and int(last) < len(parent)):
+                if not (last.isascii() and last.isdigit() and int(last) < len(parent)):
                     raise PatchError(f"path {path!r}: index out of range")
                 if kind == "remove":
                     del parent[int(last)]

@@ -163,7 +163,7 @@ def _check_port_free(bind: str) -> None:
 
 def _bind(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise _usage(f"--bind {value!r}: expected HOST:PORT, e.g. {DEFAULT_BIND}")
     return value
 

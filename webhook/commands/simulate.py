@@ -191,7 +191,7 @@ def resolve_endpoint(engine, text: str, flag: str):
             return ServiceTarget(svc, backends(engine.view, svc))
         return Endpoint.of_ip(ip)
     ns, sep, name = text.partition("/")
-    if sep and name.isdigit():
+    if sep and name.isascii() and name.isdigit():
         try:
             ipaddress.ip_network(text, strict=False)
             raise UsageError(f"{flag} {text}: give one address, not a CIDR (e.g. {ns})")

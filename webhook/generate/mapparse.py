@@ -536,7 +536,7 @@ def _port_ref(r: _Reader, item: Any, path: str) -> Optional[tuple[int | str, Opt
         m2 = _PORT_PROTO_RE.match(item)
         if m2 and proto is None:
             return _port_ref(r, {"port": int(m2.group(1)), "protocol": m2.group(2)}, path)
-        if item.isdigit():
+        if item.isascii() and item.isdigit():
             return _port_ref(r, int(item), path) if proto is None else (int(item), proto)
         return item, proto
     r.problem(path, f"must be a port number or name, got {_kind(item)}")

@@ -366,8 +366,9 @@ def parse_port(text: str) -> PortQuery:
     proto = (proto or "TCP").upper()
     if proto not in PROTOCOLS:
         raise ValueError(f"{text!r}: protocol must be TCP, UDP or SCTP")
-    if port_s.isdigit():
-        n = int(port_s)
+    if port_s.isascii() and port_s.isdigit():  # not '²', which int() refuses
+        # (no int() of thousands of digits either: Python refuses those with its own message)
+        n = int(port_s) if len(port_s) <= 6 else 0
         if not 1 <= n <= 65535:
             raise ValueError(f"{text!r}: port must be between 1 and 65535")
         return PortQuery(n, proto)

@@ -344,7 +344,7 @@ def _parse_ports(raw: Any, path: Path, errors: list[FieldError]) -> tuple[PortSp
                 errors.append(FieldError(pp.child("port"), "Invalid value",
                                          f"must be a port number or a port name, got {_kind(port)}"))
                 ok = False
-            elif isinstance(port, str) and port.isdigit():
+            elif isinstance(port, str) and port.isascii() and port.isdigit():
                 # YAML `port: "80"` is an IntOrString holding a string: the server validates it as a name
                 errors.append(FieldError(pp.child("port"), "Invalid value",
                                          f"{port!r}: a quoted number is a port *name*; write port: {port} unquoted"))

@@ -249,7 +249,7 @@ def named_port_unknown(policy: NetworkPolicy, ctx: Context) -> Iterator[Hit]:
 def _target_port(svc_target: int | str, protocol: str, pods: list[Pod]) -> Optional[int]:
     if isinstance(svc_target, int):
         return svc_target
-    if svc_target.isdigit():
+    if svc_target.isascii() and svc_target.isdigit():  # '²' is a (bad) name, not a number
         return int(svc_target)
     for pod in pods:
         n = pod.named_port(svc_target, protocol)

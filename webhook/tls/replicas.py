@@ -50,7 +50,7 @@ def _target_port(pod: Mapping[str, Any], port: Mapping[str, Any]) -> Optional[in
     target = port.get("targetPort", port.get("port"))
     if isinstance(target, int):
         return target
-    if isinstance(target, str) and target.isdigit():
+    if isinstance(target, str) and target.isascii() and target.isdigit():
         return int(target)
     for container in (pod.get("spec") or {}).get("containers") or []:
         for cp in container.get("ports") or []:
