@@ -44,3 +44,13 @@ def test_audit_rbac_is_limited_to_the_reports():
     docs = render({"config": {"audit": {"enabled": True}}, "controller": {"enabled": False},
                    "certificates": {"mode": "certManager"}})
     assert one(docs, "Role", FULLNAME)["rules"][0]["resources"] == ["leases"]
+
+
+def test_admin_network_policies_are_only_read_and_only_those_three_resources():
+    for values in ({}, {"controller": {"enabled": False}}, {"config": {"audit": {"enabled": True}}}):
+        role = one(render(values), "ClusterRole", FULLNAME)
+        admin = [r for r in role["rules"] if "policy.networking.k8s.io" in r["apiGroups"]]
+        assert admin == [{"apiGroups": ["policy.networking.k8s.io"],
+                          "resources": ["adminnetworkpolicies", "baselineadminnetworkpolicies",
+                                        "clusternetworkpolicies"],
+                          "verbs": ["get", "list", "watch"]}]

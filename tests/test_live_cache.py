@@ -371,7 +371,7 @@ def test_reads_make_no_api_calls_and_pods_share_label_dicts(kube_api, live):
 def test_stop_ends_every_watch_and_joins_the_threads(kube_api, live):
     seed(kube_api)
     source = live()
-    assert source.threads_alive() == 4
+    assert source.threads_alive() == 7  # 4 kinds, and 3 admin policy kinds (not served here: waiting)
     source.stop()
     assert source.threads_alive() == 0
     wait_for(lambda: kube_api.open_watches == 0, "the server seeing the watches close")
