@@ -232,8 +232,16 @@ def test_a_namespace_labeled_for_isolation_without_its_managed_policies_is_repor
     assert [(r["policy"], r["rule"], r["result"]) for r in rows] == [
         ("locked/netpol-guard-default-deny", "isolation-policy-missing", "fail")]
     assert "labeled netpol-guard.io/isolate=ingress, but netpol-guard-default-deny is not there" in rows[0]["message"]
+    assert rows[0]["properties"]["cause"] == "Namespace locked: label netpol-guard.io/isolate (absent) -> 'ingress'"
     managed = netpol("locked", "netpol-guard-default-deny", "  podSelector: {}\n  policyTypes: [Ingress]\n")
     rec.upsert(managed)
     settle(loop)
     rows = api.store[("policyreports", "locked", "netpol-guard")]["results"]
     assert [r["rule"] for r in rows] == ["all-rules"]
+    # deleted again: the cause is now the deletion, not the old label change
+    rec.delete("NetworkPolicy", "locked", "netpol-guard-default-deny")
+    settle(loop)
+    rows = api.store[("policyreports", "locked", "netpol-guard")]["results"]
+    assert [(r["rule"], r["properties"].get("cause")) for r in rows] == [
+        ("isolation-policy-missing", "NetworkPolicy locked/netpol-guard-default-deny deleted")]
+

@@ -198,14 +198,18 @@ def dns_target_rows(problem: Optional[str], config_dns_namespace: str, since: fl
                                                         "  podLabels: {<label>: <value the DNS pods carry>}"}}]
 
 
-def isolation_rows(namespace: str, problems: Iterable[tuple[str, str]], fixes: Mapping[str, str] | None = None) -> list[dict]:
-    """Rows for managed policies the namespace's isolation label asks for and that are missing."""
+def isolation_rows(namespace: str, problems: Iterable[tuple[str, str]], fixes: Mapping[str, str] | None = None,
+                   causes: Mapping[str, Sequence[Cause]] | None = None) -> list[dict]:
+    """Rows for managed policies the namespace's isolation label asks for and that are missing;
+    `causes`: managed policy name -> the changes that made it go missing, when the audit saw them."""
     out = []
     for name, message in problems:
+        cause = causes_text(list(causes[name])) if causes and causes.get(name) else None
         out.append({"policy": f"{namespace}/{name}", "rule": "isolation-policy-missing", "result": "fail",
                     "severity": "high", "category": "isolation", "source": SOURCE, "scored": True,
                     "message": _cut(message), "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": namespace}],
                     "properties": {"severity": "error", "path": "metadata.labels",
-                                   **({"fix": fixes[name]} if fixes and name in fixes else {})},
+                                   **({"fix": fixes[name]} if fixes and name in fixes else {}),
+                                   **({"cause": _cut(cause)} if cause else {})},
                     "timestamp": _timestamp(time.time())})  # a rewrite keeps the stored one (keep_timestamps)
     return out
