@@ -245,3 +245,54 @@ def test_a_namespace_labeled_for_isolation_without_its_managed_policies_is_repor
     assert [(r["rule"], r["properties"].get("cause")) for r in rows] == [
         ("isolation-policy-missing", "NetworkPolicy locked/netpol-guard-default-deny deleted")]
 
+
+class Rbac:
+    """read_cluster_role of RbacAuthorizationV1Api: the chart's ClusterRole, or 404/403."""
+
+    def __init__(self, uid="0a1b2c3d-0000-4000-8000-000000000001", fail=None):
+        self.uid, self.fail = uid, fail
+
+    def read_cluster_role(self, name, _request_timeout=None):
+        if self.fail:
+            raise self.fail
+        from types import SimpleNamespace
+        return SimpleNamespace(metadata=SimpleNamespace(name=name, uid=self.uid))
+
+
+def owned_loop(view, rec, api, rbac):
+    return AuditLoop(view, rec, DEFAULT, ReportWriter(None, api=api, owner_cluster_role="netpol-guard", rbac_api=rbac),
+                     Events(), is_leader=lambda: True, ready=lambda: True, debounce=0.3, max_delay=2.0)
+
+
+def test_every_report_is_owned_by_the_charts_cluster_role_so_uninstall_deletes_it(setup):
+    view, rec, api, _, _, _, _ = setup
+    loop = owned_loop(view, rec, api, Rbac())
+    loop.step()
+    owner = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "netpol-guard",
+              "uid": "0a1b2c3d-0000-4000-8000-000000000001"}]
+    assert api.store and all(r["metadata"]["ownerReferences"] == owner for r in api.store.values())
+    assert ("clusterpolicyreports", "", "netpol-guard") in api.store
+
+
+def test_reports_written_before_they_had_an_owner_are_rewritten_once_with_it(setup):
+    view, rec, api, _, _, loop, _ = setup
+    loop.step()  # an agent without an owner configured (the version before)
+    assert not any("ownerReferences" in r["metadata"] for r in api.store.values())
+    before = api.writes
+    new = owned_loop(view, rec, api, Rbac())
+    new.step()
+    assert api.writes - before == len(api.store)  # each once
+    assert all(r["metadata"]["ownerReferences"][0]["kind"] == "ClusterRole" for r in api.store.values())
+    again = owned_loop(view, rec, api, Rbac())
+    again.step()
+    assert api.writes - before == len(api.store)  # a takeover rewrites nothing
+
+
+def test_an_owner_that_cannot_be_read_leaves_the_reports_unowned_not_unwritten(setup, caplog):
+    view, rec, api, _, _, _, _ = setup
+    err = NotFound()
+    err.status = 403
+    loop = owned_loop(view, rec, api, Rbac(fail=err))
+    loop.step()
+    assert api.store and not any("ownerReferences" in r["metadata"] for r in api.store.values())
+    assert "written without an owner: ClusterRole netpol-guard could not be read (403)" in caplog.text

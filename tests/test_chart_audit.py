@@ -54,3 +54,17 @@ def test_admin_network_policies_are_only_read_and_only_those_three_resources():
                           "resources": ["adminnetworkpolicies", "baselineadminnetworkpolicies",
                                         "clusternetworkpolicies"],
                           "verbs": ["get", "list", "watch"]}]
+
+
+def test_the_reports_owner_is_the_charts_cluster_role_and_the_agent_may_read_only_that_one():
+    import yaml
+    docs = render({"config": {"audit": {"enabled": True}}})
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert config["audit"]["ownerClusterRole"] == FULLNAME
+    assert one(docs, "ClusterRole", FULLNAME)["metadata"]["name"] == FULLNAME
+    role = one(docs, "ClusterRole", FULLNAME)
+    rbac = [r for r in role["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert rbac == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                     "resourceNames": [FULLNAME], "verbs": ["get"]}]
+    off = one(render({}), "ClusterRole", FULLNAME)
+    assert not [r for r in off["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]

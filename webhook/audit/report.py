@@ -157,8 +157,11 @@ def content(report: Mapping) -> str:
     rewrite every report only because it first saw the same findings later)."""
     meta = report.get("metadata") or {}
     results = [{k: v for k, v in r.items() if k != "timestamp"} for r in report.get("results") or []]
+    # ownerReferences: a report written before it had an owner is rewritten once to get one
+    owners = [{k: o.get(k) for k in ("apiVersion", "kind", "name", "uid")} for o in meta.get("ownerReferences") or []]
     return json.dumps({"labels": meta.get("labels") or {}, "summary": report.get("summary"),
-                       "results": results}, sort_keys=True, separators=(",", ":"))
+                       "results": results, **({"owners": owners} if owners else {})},
+                      sort_keys=True, separators=(",", ":"))
 
 
 def keep_timestamps(report: dict, stored: Optional[Mapping]) -> dict:
