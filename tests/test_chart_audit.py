@@ -68,3 +68,9 @@ def test_the_reports_owner_is_the_charts_cluster_role_and_the_agent_may_read_onl
                      "resourceNames": [FULLNAME], "verbs": ["get"]}]
     off = one(render({}), "ClusterRole", FULLNAME)
     assert not [r for r in off["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+
+
+def test_the_owning_cluster_role_is_an_ordinary_release_object_that_uninstall_deletes():
+    role = one(render({"config": {"audit": {"enabled": True}}}), "ClusterRole", FULLNAME)
+    annotations = role["metadata"].get("annotations") or {}
+    assert "helm.sh/hook" not in annotations and "helm.sh/resource-policy" not in annotations
