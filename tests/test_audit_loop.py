@@ -296,3 +296,23 @@ def test_an_owner_that_cannot_be_read_leaves_the_reports_unowned_not_unwritten(s
     loop.step()
     assert api.store and not any("ownerReferences" in r["metadata"] for r in api.store.values())
     assert "written without an owner: ClusterRole netpol-guard could not be read (403)" in caplog.text
+
+
+def test_the_lag_histogram_has_buckets_up_to_minutes_and_request_latency_keeps_its_own(tmp_path):
+    metrics = Metrics(str(tmp_path))
+    for lag in (0.3, 1.2, 4.0, 45.0, 90.0, 400.0):  # debounce, maxDelay, a burst behind a full re-check
+        metrics.observe("netpol_guard_audit_lag_seconds", {}, lag)
+    metrics.record_decision("validate", "CREATE", "allow", 0.004)
+    text = metrics.render({})
+
+    def bucket(name, le, labels=""):
+        prefix = f'{name}_bucket{{{labels}le="{le}"}} '
+        [line] = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+        return float(line[len(prefix):])
+
+    lag = "netpol_guard_audit_lag_seconds"
+    assert [bucket(lag, le) for le in ("0.5", "2.5", "5.0", "60.0", "120.0", "600.0", "+Inf")] == [1, 2, 3, 4, 5, 6, 6]
+    assert f'{lag}_bucket{{le="0.001"}}' not in text
+    req = "netpol_guard_request_duration_seconds"
+    assert bucket(req, "0.005", 'endpoint="validate",') == 1 and bucket(req, "2.5", 'endpoint="validate",') == 1
+    assert f'{req}_bucket{{endpoint="validate",le="600.0"}}' not in text
