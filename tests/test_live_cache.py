@@ -476,3 +476,11 @@ def test_admin_policy_kinds_we_may_not_list_are_left_out_with_the_reason(kube_ap
     assert set(source.not_followed()) == ADMIN_KINDS
     assert all("HTTP 403" in why for why in source.not_followed().values())
     assert source.stats()["errors"] == 0
+
+
+def test_a_view_without_admin_policies_asks_nothing_about_them(kube_api, live):
+    # the audit's own view: its rules read NetworkPolicies only
+    seed(kube_api)
+    source = live(admin_policies=False)
+    assert source.threads_alive() == 4 and source.not_followed() == {}
+    assert kube_api.requests(path_regex=r"^/apis/policy\.networking\.k8s\.io") == []

@@ -31,7 +31,7 @@ def start_audit(api_client: Any, config: Config, elector: Any, metrics_dir: Opti
     from webhook.metrics import Metrics
 
     a = config.audit
-    source = LiveSource(api_client, config=config)
+    source = LiveSource(api_client, config=config, admin_policies=False)  # the rules read NetworkPolicies only
     recorder = Recorder(source.view)
     source.recorder = recorder
     source.start()

@@ -538,7 +538,8 @@ class LiveSource:
     def __init__(self, api: Any = None, config: Config = DEFAULT, *, page_size: int = 500,
                  watch_timeout: tuple[int, int] = (240, 360), read_grace: float = 30.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 list_timeout: float = 60.0, stop_timeout: float = 5.0, rediscover_seconds: float = 300.0):
+                 list_timeout: float = 60.0, stop_timeout: float = 5.0, rediscover_seconds: float = 300.0,
+                 admin_policies: bool = True):
         self.view = ClusterView()
         self.config = config
         self._api = api
@@ -554,8 +555,10 @@ class LiveSource:
         self._stopping = threading.Event()
         self._interner = _Interner()
         adapters = _adapters(self._interner)
-        self._kinds = [_KindCache(self, kind, adapters[kind.name])
-                       for kind in watching.KINDS + watching.ADMIN_POLICY_KINDS]
+        # admin_policies=False: a view whose readers judge NetworkPolicies only (the audit's)
+        # spares the API server three watches per process
+        kinds = watching.KINDS + (watching.ADMIN_POLICY_KINDS if admin_policies else ())
+        self._kinds = [_KindCache(self, kind, adapters[kind.name]) for kind in kinds]
         self._api_client: Any = None
         self._owns_client = False
         self.lister: watching.Lister | None = None
@@ -681,8 +684,9 @@ class LiveSource:
     def invalid_policies(self) -> dict[str, str]:
         """"namespace/name" (admin policies: "Kind/name") -> why the policy was left out of the view."""
         out = {_show(k): why for k, why in self._kind("networkpolicies").invalid.items()}
-        for kind in watching.ADMIN_POLICY_KINDS:  # cluster-scoped: named Kind/name
-            out.update({f"{kind.kind}/{k}": why for k, why in self._kind(kind.name).invalid.items()})
+        for kc in self._kinds:  # admin policies are cluster-scoped: named Kind/name
+            if kc.optional:
+                out.update({f"{kc.kind.kind}/{k}": why for k, why in kc.invalid.items()})
         return out
 
     def not_followed(self) -> dict[str, str]:
