@@ -94,5 +94,8 @@ def _short(why: str) -> str:
 def forbidden_notes(listed: Listed) -> list[str]:
     """Notes for the admin policy kinds the cluster serves but these credentials may not list:
     answers then ignore policies that exist (a kind the cluster does not serve needs no note)."""
-    return [f"{kind} {why}: the answers do not account for them"
-            for kind, why in sorted(listed.not_followed.items()) if "403" in why]
+    by_reason: dict[str, list[str]] = {}
+    for kind, why in sorted(listed.not_followed.items()):
+        if "403" in why:
+            by_reason.setdefault(why, []).append(kind)
+    return [f"{', '.join(kinds)} {why}: the answers do not account for them" for why, kinds in by_reason.items()]
