@@ -450,7 +450,7 @@ class _KindCache:
     def _set_absent(self, why: str) -> None:
         """Not followed: the view holds none of this kind; the kind counts as synced (there is
         nothing to wait for) and current. Logged once per reason, not on every look."""
-        if self.absent != why:
+        if self.absent is None or ("403" in self.absent) != ("403" in why):  # once per going away
             log.info("live cache: %s %s; verdicts do not account for them, and discovery is asked "
                      "again every %.0fs", self.kind.kind, why, self.source.rediscover_seconds)
         self.absent = why
