@@ -67,3 +67,29 @@ def test_audit_help_shows_formats_and_exit_codes():
     assert r.returncode == 0
     for word in ("--kubeconfig", "--context", "policyreport", "exit status"):
         assert word in r.stdout
+
+
+def test_admin_policies_the_credentials_may_not_list_are_named_in_a_note(kube_api, tmp_path):
+    """A cluster that serves AdminNetworkPolicies to others but answers us 403: the answers
+    cannot account for them, and each command says so (stdout stays the answer for simulate)."""
+    import json
+
+    from tests.kubeapi.fixtures import write_kubeconfig
+    kube_api.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    kube_api.put_object({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                         "metadata": {"name": "deny", "namespace": "shop"},
+                         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+    kube_api.put_object({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop",
+                                                                      "labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "x"}]}})
+    kube_api.inject_failure("GET", r"^/apis/policy\.networking\.k8s\.io", status=403, count=1000)
+    kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", kube_api.url))
+    note = ("AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy not followed: the API server "
+            "answered HTTP 403 Forbidden")
+    lint = cli("lint", "--kubeconfig", kubeconfig)
+    assert lint.returncode == 0 and f"note: {note}" in lint.stdout, lint.stdout + lint.stderr
+    audit = cli("audit", "--kubeconfig", kubeconfig, "--format", "json")
+    assert audit.returncode in (0, 1), audit.stderr  # 1: no DNS pods in this small cluster
+    assert any(note in n for n in json.loads(audit.stdout)["notes"])
+    sim = cli("simulate", "--kubeconfig", kubeconfig, "--format", "json")
+    assert sim.returncode == 0 and json.loads(sim.stdout) and f"note: {note}" in sim.stderr, sim.stderr

@@ -232,8 +232,87 @@ def test_a_namespace_labeled_for_isolation_without_its_managed_policies_is_repor
     assert [(r["policy"], r["rule"], r["result"]) for r in rows] == [
         ("locked/netpol-guard-default-deny", "isolation-policy-missing", "fail")]
     assert "labeled netpol-guard.io/isolate=ingress, but netpol-guard-default-deny is not there" in rows[0]["message"]
+    assert rows[0]["properties"]["cause"] == "Namespace locked: label netpol-guard.io/isolate (absent) -> 'ingress'"
     managed = netpol("locked", "netpol-guard-default-deny", "  podSelector: {}\n  policyTypes: [Ingress]\n")
     rec.upsert(managed)
     settle(loop)
     rows = api.store[("policyreports", "locked", "netpol-guard")]["results"]
     assert [r["rule"] for r in rows] == ["all-rules"]
+    # deleted again: the cause is now the deletion, not the old label change
+    rec.delete("NetworkPolicy", "locked", "netpol-guard-default-deny")
+    settle(loop)
+    rows = api.store[("policyreports", "locked", "netpol-guard")]["results"]
+    assert [(r["rule"], r["properties"].get("cause")) for r in rows] == [
+        ("isolation-policy-missing", "NetworkPolicy locked/netpol-guard-default-deny deleted")]
+
+
+class Rbac:
+    """read_cluster_role of RbacAuthorizationV1Api: the chart's ClusterRole, or 404/403."""
+
+    def __init__(self, uid="0a1b2c3d-0000-4000-8000-000000000001", fail=None):
+        self.uid, self.fail = uid, fail
+
+    def read_cluster_role(self, name, _request_timeout=None):
+        if self.fail:
+            raise self.fail
+        from types import SimpleNamespace
+        return SimpleNamespace(metadata=SimpleNamespace(name=name, uid=self.uid))
+
+
+def owned_loop(view, rec, api, rbac):
+    return AuditLoop(view, rec, DEFAULT, ReportWriter(None, api=api, owner_cluster_role="netpol-guard", rbac_api=rbac),
+                     Events(), is_leader=lambda: True, ready=lambda: True, debounce=0.3, max_delay=2.0)
+
+
+def test_every_report_is_owned_by_the_charts_cluster_role_so_uninstall_deletes_it(setup):
+    view, rec, api, _, _, _, _ = setup
+    loop = owned_loop(view, rec, api, Rbac())
+    loop.step()
+    owner = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "netpol-guard",
+              "uid": "0a1b2c3d-0000-4000-8000-000000000001"}]
+    assert api.store and all(r["metadata"]["ownerReferences"] == owner for r in api.store.values())
+    assert ("clusterpolicyreports", "", "netpol-guard") in api.store
+
+
+def test_reports_written_before_they_had_an_owner_are_rewritten_once_with_it(setup):
+    view, rec, api, _, _, loop, _ = setup
+    loop.step()  # an agent without an owner configured (the version before)
+    assert not any("ownerReferences" in r["metadata"] for r in api.store.values())
+    before = api.writes
+    new = owned_loop(view, rec, api, Rbac())
+    new.step()
+    assert api.writes - before == len(api.store)  # each once
+    assert all(r["metadata"]["ownerReferences"][0]["kind"] == "ClusterRole" for r in api.store.values())
+    again = owned_loop(view, rec, api, Rbac())
+    again.step()
+    assert api.writes - before == len(api.store)  # a takeover rewrites nothing
+
+
+def test_an_owner_that_cannot_be_read_leaves_the_reports_unowned_not_unwritten(setup, caplog):
+    view, rec, api, _, _, _, _ = setup
+    err = NotFound()
+    err.status = 403
+    loop = owned_loop(view, rec, api, Rbac(fail=err))
+    loop.step()
+    assert api.store and not any("ownerReferences" in r["metadata"] for r in api.store.values())
+    assert "written without an owner: ClusterRole netpol-guard could not be read (403)" in caplog.text
+
+
+def test_the_lag_histogram_has_buckets_up_to_minutes_and_request_latency_keeps_its_own(tmp_path):
+    metrics = Metrics(str(tmp_path))
+    for lag in (0.3, 1.2, 4.0, 45.0, 90.0, 400.0):  # debounce, maxDelay, a burst behind a full re-check
+        metrics.observe("netpol_guard_audit_lag_seconds", {}, lag)
+    metrics.record_decision("validate", "CREATE", "allow", 0.004)
+    text = metrics.render({})
+
+    def bucket(name, le, labels=""):
+        prefix = f'{name}_bucket{{{labels}le="{le}"}} '
+        [line] = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+        return float(line[len(prefix):])
+
+    lag = "netpol_guard_audit_lag_seconds"
+    assert [bucket(lag, le) for le in ("0.5", "2.5", "5.0", "60.0", "120.0", "600.0", "+Inf")] == [1, 2, 3, 4, 5, 6, 6]
+    assert f'{lag}_bucket{{le="0.001"}}' not in text
+    req = "netpol_guard_request_duration_seconds"
+    assert bucket(req, "0.005", 'endpoint="validate",') == 1 and bucket(req, "2.5", 'endpoint="validate",') == 1
+    assert f'{req}_bucket{{endpoint="validate",le="600.0"}}' not in text

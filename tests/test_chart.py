@@ -287,6 +287,7 @@ def test_config_change_rolls_the_pods():
 CHART_COMPUTED = {
     ("isolation", "controllerUsers"), ("certificates", "selfManaged"), ("certificates", "secretName"),
     ("certificates", "serviceName"), ("certificates", "webhookConfigName"), ("leaderElection", "leaseName"),
+    ("audit", "ownerClusterRole"),
 }
 
 

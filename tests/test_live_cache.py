@@ -371,7 +371,7 @@ def test_reads_make_no_api_calls_and_pods_share_label_dicts(kube_api, live):
 def test_stop_ends_every_watch_and_joins_the_threads(kube_api, live):
     seed(kube_api)
     source = live()
-    assert source.threads_alive() == 4
+    assert source.threads_alive() == 7  # 4 kinds, and 3 admin policy kinds (not served here: waiting)
     source.stop()
     assert source.threads_alive() == 0
     wait_for(lambda: kube_api.open_watches == 0, "the server seeing the watches close")
@@ -440,3 +440,47 @@ def test_objects_replaced_by_watch_events_are_frozen_again_once_a_tenth_of_the_v
         assert source.refreezer.changed == 0
     finally:
         gc.unfreeze()
+
+
+ADMIN_KINDS = {"AdminNetworkPolicy", "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy"}
+
+
+def test_admin_policy_kinds_the_server_does_not_serve_are_logged_once_and_only_rediscovered(kube_api, live, caplog):
+    # The stand-in, like an API server without the network-policy-api CRDs, answers 404 to
+    # /apis/policy.networking.k8s.io/v1alpha1 and v1alpha2.
+    import logging
+    import time
+    seed(kube_api)
+    with caplog.at_level(logging.INFO, logger="webhook.cluster.live"):
+        source = live(rediscover_seconds=0.3)
+        time.sleep(1.5)
+    assert source.ready() and source.behind() == {}
+    assert set(source.not_followed()) == ADMIN_KINDS
+    assert all("not served by this API server" in why for why in source.not_followed().values())
+    asked = kube_api.requests(path_regex=r"^/apis/policy\.networking\.k8s\.io")
+    # discovery only (no list, no watch of what is not there), at the rediscovery period
+    assert {r.path for r in asked} == {"/apis/policy.networking.k8s.io/v1alpha1",
+                                       "/apis/policy.networking.k8s.io/v1alpha2"}
+    assert not any(r.watch for r in asked)
+    assert 3 <= len(asked) <= 3 * (1.5 / 0.3 + 2)
+    said = [r.getMessage() for r in caplog.records if "not served by this API server" in r.getMessage()]
+    assert sorted(m.split()[2] for m in said) == sorted(ADMIN_KINDS)  # once each, not per look
+    assert source.stats()["adminnetworkpolicies"] == 0 and source.stats()["adminnetworkpolicies_synced"]
+
+
+def test_admin_policy_kinds_we_may_not_list_are_left_out_with_the_reason(kube_api, live):
+    seed(kube_api)
+    kube_api.inject_failure("GET", r"^/apis/policy\.networking\.k8s\.io", status=403, count=1000)
+    source = live(rediscover_seconds=60)
+    assert source.ready()  # a missing permission for an optional kind does not hold the view back
+    assert set(source.not_followed()) == ADMIN_KINDS
+    assert all("HTTP 403" in why for why in source.not_followed().values())
+    assert source.stats()["errors"] == 0
+
+
+def test_a_view_without_admin_policies_asks_nothing_about_them(kube_api, live):
+    # the audit's own view: its rules read NetworkPolicies only
+    seed(kube_api)
+    source = live(admin_policies=False)
+    assert source.threads_alive() == 4 and source.not_followed() == {}
+    assert kube_api.requests(path_regex=r"^/apis/policy\.networking\.k8s\.io") == []

@@ -143,6 +143,9 @@ class AuditConfig:
     fullSeconds: int = 600  # a full re-check of every policy this often (the safety net)
     events: bool = True  # an Event on the NetworkPolicy when a finding appears or clears
     maxEventsPerPass: int = 100
+    # A ClusterRole the reports are owned by (ownerReferences): when it is deleted (helm uninstall
+    # deletes the chart's), the garbage collector deletes the reports. Empty: reports have no owner.
+    ownerClusterRole: str = ""
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
                         "leaseDurationSeconds (a leader must stop before its lease can expire)")
     if cfg.audit.fullSeconds and cfg.audit.fullSeconds < 60:
         problems.append("audit.fullSeconds: must be 0 (never) or at least 60: a full pass re-checks every policy")
+    if cfg.audit.ownerClusterRole and dns_subdomain_problem(cfg.audit.ownerClusterRole):
+        problems.append(f"audit.ownerClusterRole: {dns_subdomain_problem(cfg.audit.ownerClusterRole)}")
     if cfg.audit.maxDelayMilliseconds < cfg.audit.debounceMilliseconds:
         problems.append("audit.maxDelayMilliseconds: must be at least debounceMilliseconds")
     if cfg.server.maxRequestBytes < 1024:

@@ -38,6 +38,16 @@ def _build_info() -> str:
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# The audit's lag includes its debounce (1 s by default, up to maxDelay 5 s) and, on a large
+# cluster, a burst that waits behind a full re-check (minutes): request-latency buckets ending
+# at 2.5 s would put all of that in +Inf.
+AUDIT_LAG_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Histograms whose buckets are not LATENCY_BUCKETS.
+BUCKETS = {"netpol_guard_audit_lag_seconds": AUDIT_LAG_BUCKETS}
+
+
+def buckets_of(name: str) -> tuple[float, ...]:
+    return BUCKETS.get(name, LATENCY_BUCKETS)
 _CHUNK = 64 * 1024
 _HEADER = struct.Struct("<Q")
 _LEN = struct.Struct("<I")
@@ -155,7 +165,8 @@ def _cumulate_buckets(samples: dict[str, float]) -> dict[str, float]:
     out = dict(samples)
     for (head, marker), counts in groups.items():
         total = 0.0
-        for bound in [_bound(b) for b in LATENCY_BUCKETS] + ["+Inf"]:
+        name = head.split("{", 1)[0].removesuffix("_bucket")
+        for bound in [_bound(b) for b in buckets_of(name)] + ["+Inf"]:
             total += counts.get(bound, 0.0)
             out[f'{head}{marker}{bound}"}}'] = total
     return out
@@ -257,7 +268,7 @@ class Metrics:
         cache_key = (name, tuple(labels.items()))
         keys = self._hist_cache.get(cache_key)
         if keys is None:
-            buckets = [f"{name}_bucket" + _labels({**labels, "le": _bound(b)}) for b in LATENCY_BUCKETS]
+            buckets = [f"{name}_bucket" + _labels({**labels, "le": _bound(b)}) for b in buckets_of(name)]
             buckets.append(f"{name}_bucket" + _labels({**labels, "le": "+Inf"}))
             keys = (buckets, f"{name}_sum" + _labels(labels), f"{name}_count" + _labels(labels))
             self._hist_cache[cache_key] = keys
@@ -289,10 +300,10 @@ class Metrics:
             self._add(sum_key, seconds)
 
     def observe(self, name: str, labels: Mapping[str, str], seconds: float) -> None:
-        """One observation of a latency histogram (LATENCY_BUCKETS)."""
+        """One observation of a latency histogram (its buckets: buckets_of(name))."""
         buckets, sum_key, count_key = self._histogram_keys(name, dict(labels))
         with self._lock:
-            self._add(buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)], 1.0)
+            self._add(buckets[bisect.bisect_left(buckets_of(name), seconds)], 1.0)
             self._add(count_key, 1.0)
             self._add(sum_key, seconds)
 

@@ -123,15 +123,17 @@ class GuardedCluster:
     def __init__(self, state: os.PathLike | str = DEFAULT_STATE, *, examples: bool = True,
                  chart_values: Iterable[str] = (), extra_config: Optional[dict] = None,
                  denial_probe: Path = DENIAL_PROBE, controller: bool = True,
-                 apiserver_args: Iterable[str] = ()):
+                 apiserver_args: Iterable[str] = (), crds: Iterable[Path] = ()):
         """denial_probe: a policy the configured webhook denies (with mutations.addDnsEgress on,
         the default probe is repaired rather than denied); controller: run `serve --controller`
         (False: the webhook only, for tests that run controller processes of their own);
-        apiserver_args: extra kube-apiserver flags."""
+        apiserver_args: extra kube-apiserver flags; crds: CustomResourceDefinition manifests applied
+        (and waited for until established) before netpol-guard starts, as a cluster that had them."""
         self.state = Path(state).resolve()
         self.denial_probe = Path(denial_probe)
         self.examples, self.chart_values, self.extra_config = examples, tuple(chart_values), extra_config
         self.controller = controller
+        self.crds = tuple(Path(c) for c in crds)
         self.cp = ControlPlane(self.state, apiserver_args=tuple(apiserver_args))
         self.serve: Optional[Process] = None
         self.serve_port = 0
@@ -169,6 +171,8 @@ class GuardedCluster:
         self.ca_bundle = base64.b64encode(ca_crt.read_bytes()).decode()
         server = json.loads(self.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
         self.objects = render_chart(self.ca_bundle, self.chart_values, kube_version=server)
+        if self.crds:
+            self.install_crds(self.crds)
         self.kubectl("create", "namespace", NAMESPACE)
         self.apply_objects([d for d in self.objects if d["kind"] not in NOT_APPLIED | WEBHOOK_KINDS])
         config_map = next(d for d in self.objects if d["kind"] == "ConfigMap")
@@ -187,6 +191,13 @@ class GuardedCluster:
             self.apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": probe_ns}}])
         self.apply_objects([webhooks_by_url(d, self.serve_port) for d in self.objects if d["kind"] in WEBHOOK_KINDS])
         self.wait_for_denial()
+
+    def install_crds(self, paths: Iterable[Path]) -> None:
+        """Create CRDs and wait until the API server serves them."""
+        for path in paths:
+            self.kubectl("apply", "--server-side", "-f", str(path))
+        for path in paths:
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
 
     def start_serve(self, config_path: Path, kubeconfig: Path) -> None:
         self.serve_port = self.serve_port or free_port()

@@ -159,7 +159,8 @@ def create_app(config: Config, source: ViewSource, metrics: Optional[Metrics] = 
         expiry = tls.seconds_until_expiry() if tls is not None else None
         if expiry is not None:
             gauges["netpol_guard_certificate_expiry_seconds"] = expiry
-        for kind in ("namespaces", "pods", "services", "networkpolicies"):
+        for kind in ("namespaces", "pods", "services", "networkpolicies", "adminnetworkpolicies",
+                     "baselineadminnetworkpolicies", "clusternetworkpolicies"):
             if kind in stats:
                 gauges[f'netpol_guard_cache_objects{{kind="{kind}"}}'] = float(stats[kind])
             if f"{kind}_age_seconds" in stats:  # the live cache reports each watch

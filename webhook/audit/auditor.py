@@ -208,6 +208,27 @@ def isolation_problems(view: ClusterView, config: Config, namespace: str) -> lis
     return out
 
 
+def isolation_causes(changes: Iterable[Change], config: Config) -> dict[str, list[Cause]]:
+    """Namespace -> the changes that can make its managed policies go missing: its isolation
+    label set or changed, a managed policy deleted (or rewritten). Reported as the cause of an
+    isolation-policy-missing result that appears on the same pass."""
+    from webhook.isolation.desired import MANAGED_NAMES
+
+    key = config.isolation.labelKey
+    out: dict[str, list[Cause]] = {}
+    for c in changes:
+        if c.kind == "Namespace":
+            old = c.old.labels.get(key) if c.old is not None else None  # type: ignore[union-attr]
+            new = c.new.labels.get(key) if c.new is not None else None  # type: ignore[union-attr]
+            if old != new:
+                out.setdefault(c.subject.name, []).append(Cause("Namespace", c.subject.name, key, old, new))  # type: ignore[attr-defined]
+        elif c.kind == "NetworkPolicy" and c.subject.name in MANAGED_NAMES:  # type: ignore[attr-defined]
+            change = "created" if c.old is None else "deleted" if c.new is None else "changed"
+            out.setdefault(c.subject.namespace, []).append(  # type: ignore[attr-defined]
+                Cause("NetworkPolicy", c.subject.key, change=change))  # type: ignore[attr-defined]
+    return out
+
+
 def isolated_namespaces(view: ClusterView, config: Config) -> list[str]:
     key = config.isolation.labelKey
     return sorted(ns.name for ns in view.namespaces() if key in ns.labels)

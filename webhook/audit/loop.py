@@ -22,7 +22,8 @@ import time
 from typing import Any, Callable, Optional
 
 from webhook.audit import report as rpt
-from webhook.audit.auditor import Auditor, dns_target_problem, isolated_namespaces, isolation_problems
+from webhook.audit.auditor import (Auditor, dns_target_problem, isolated_namespaces, isolation_causes,
+                                   isolation_problems)
 from webhook.audit.diff import AuditDelta
 from webhook.audit.feed import Recorder
 from webhook.audit.writing import event_lines
@@ -52,6 +53,8 @@ class AuditLoop:
         self.changes_seen = 0
         self.rechecks = 0
         self.events_sent = 0
+        # (namespace, managed policy) -> why it went missing, kept while it stays missing
+        self.missing_causes: dict[tuple[str, str], tuple] = {}
         self.last_lag: Optional[float] = None
         self.retry_at: Optional[float] = None  # a write failed: write everything again then
         self.retry_seconds = 5.0
@@ -94,7 +97,8 @@ class AuditLoop:
         # namespaces whose isolation label or policies changed: their managed policies may be missing now
         touched = {c.subject.name if c.kind == "Namespace" else c.subject.namespace  # type: ignore[attr-defined]
                    for c in changes if c.kind in ("Namespace", "NetworkPolicy")}
-        writes = self._write(delta.namespaces | touched if not delta.full else None)
+        writes = self._write(delta.namespaces | touched if not delta.full else None,
+                             isolation_causes(changes, self.config))
         self._events(delta)
         log.log(logging.INFO if writes else logging.DEBUG,
                 "audit: %d changes, %d policies re-checked, %d findings appeared, %d cleared, %d report writes",
@@ -120,8 +124,9 @@ class AuditLoop:
                  sum(len(r.findings) for r in self.auditor.results.values()))
 
     # --- the edges ----------------------------------------------------------------------------
-    def _write(self, namespaces: Optional[set[str]]) -> int:
-        """Rewrite the reports of `namespaces` (None: every namespace the audit or the writer knows)."""
+    def _write(self, namespaces: Optional[set[str]], causes: Optional[dict] = None) -> int:
+        """Rewrite the reports of `namespaces` (None: every namespace the audit or the writer knows);
+        `causes`: namespace -> the changes of this pass that can make its managed policies missing."""
         if namespaces is None:
             namespaces = (set(self.auditor.namespaces()) | self.writer.namespaces()
                           | set(isolated_namespaces(self.view, self.config)))
@@ -129,7 +134,8 @@ class AuditLoop:
         writes = 0
         for ns in sorted(namespaces):
             results = self.auditor.in_namespace(ns)
-            missing = rpt.isolation_rows(ns, isolation_problems(self.view, self.config, ns))
+            problems = isolation_problems(self.view, self.config, ns)
+            missing = rpt.isolation_rows(ns, problems, causes=self._missing_causes(ns, problems, causes or {}))
             writes += self.writer.sync(ns, rpt.namespace_reports(ns, results, missing) if results or missing else [])
         problem = dns_target_problem(self.view, self.config)
         writes += self.writer.sync_cluster(rpt.cluster_report(rpt.dns_target_rows(problem, self.config.dns.namespace)))
@@ -139,6 +145,17 @@ class AuditLoop:
             # e.g. the CRD is not established yet, or the API server is briefly away
             self.retry_at = self.clock() + self.retry_seconds
         return writes
+
+    def _missing_causes(self, ns: str, problems: list, causes: dict) -> dict:
+        """Managed policy name -> cause, for the missing ones: the cause of the pass on which
+        each went missing, kept until it is back (a full pass or a new leader knows none)."""
+        names = {name for name, _ in problems}
+        for key in [k for k in self.missing_causes if k[0] == ns and k[1] not in names]:
+            del self.missing_causes[key]
+        for name in names:
+            if (ns, name) not in self.missing_causes and causes.get(ns):
+                self.missing_causes[(ns, name)] = tuple(causes[ns])
+        return {name: self.missing_causes[(ns, name)] for name in names if (ns, name) in self.missing_causes}
 
     def _events(self, delta: AuditDelta) -> None:
         if self.events is None:

@@ -157,8 +157,11 @@ def content(report: Mapping) -> str:
     rewrite every report only because it first saw the same findings later)."""
     meta = report.get("metadata") or {}
     results = [{k: v for k, v in r.items() if k != "timestamp"} for r in report.get("results") or []]
+    # ownerReferences: a report written before it had an owner is rewritten once to get one
+    owners = [{k: o.get(k) for k in ("apiVersion", "kind", "name", "uid")} for o in meta.get("ownerReferences") or []]
     return json.dumps({"labels": meta.get("labels") or {}, "summary": report.get("summary"),
-                       "results": results}, sort_keys=True, separators=(",", ":"))
+                       "results": results, **({"owners": owners} if owners else {})},
+                      sort_keys=True, separators=(",", ":"))
 
 
 def keep_timestamps(report: dict, stored: Optional[Mapping]) -> dict:
@@ -198,14 +201,18 @@ def dns_target_rows(problem: Optional[str], config_dns_namespace: str, since: fl
                                                         "  podLabels: {<label>: <value the DNS pods carry>}"}}]
 
 
-def isolation_rows(namespace: str, problems: Iterable[tuple[str, str]], fixes: Mapping[str, str] | None = None) -> list[dict]:
-    """Rows for managed policies the namespace's isolation label asks for and that are missing."""
+def isolation_rows(namespace: str, problems: Iterable[tuple[str, str]], fixes: Mapping[str, str] | None = None,
+                   causes: Mapping[str, Sequence[Cause]] | None = None) -> list[dict]:
+    """Rows for managed policies the namespace's isolation label asks for and that are missing;
+    `causes`: managed policy name -> the changes that made it go missing, when the audit saw them."""
     out = []
     for name, message in problems:
+        cause = causes_text(list(causes[name])) if causes and causes.get(name) else None
         out.append({"policy": f"{namespace}/{name}", "rule": "isolation-policy-missing", "result": "fail",
                     "severity": "high", "category": "isolation", "source": SOURCE, "scored": True,
                     "message": _cut(message), "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": namespace}],
                     "properties": {"severity": "error", "path": "metadata.labels",
-                                   **({"fix": fixes[name]} if fixes and name in fixes else {})},
+                                   **({"fix": fixes[name]} if fixes and name in fixes else {}),
+                                   **({"cause": _cut(cause)} if cause else {})},
                     "timestamp": _timestamp(time.time())})  # a rewrite keeps the stored one (keep_timestamps)
     return out

@@ -31,11 +31,11 @@ def start_audit(api_client: Any, config: Config, elector: Any, metrics_dir: Opti
     from webhook.metrics import Metrics
 
     a = config.audit
-    source = LiveSource(api_client, config=config)
+    source = LiveSource(api_client, config=config, admin_policies=False)  # the rules read NetworkPolicies only
     recorder = Recorder(source.view)
     source.recorder = recorder
     source.start()
-    loop = AuditLoop(source.view, recorder, config, ReportWriter(api_client),
+    loop = AuditLoop(source.view, recorder, config, ReportWriter(api_client, owner_cluster_role=a.ownerClusterRole),
                      PolicyEvents(api_client, instance=elector.identity) if a.events else None,
                      is_leader=elector.is_leader, ready=source.ready,
                      metrics=Metrics(metrics_dir) if metrics_dir else None, gauges_dir=metrics_dir,

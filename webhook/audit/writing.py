@@ -27,12 +27,21 @@ def _status(exc: BaseException) -> Optional[int]:
 class ReportWriter:
     """PolicyReports per namespace and the ClusterPolicyReport, through the API server."""
 
-    def __init__(self, api_client: Any, request_timeout: float = 10.0, api: Any = None):
-        """`api`: a CustomObjectsApi (built from api_client when None)."""
+    def __init__(self, api_client: Any, request_timeout: float = 10.0, api: Any = None,
+                 owner_cluster_role: str = "", rbac_api: Any = None):
+        """`api`: a CustomObjectsApi (built from api_client when None); `owner_cluster_role`: the
+        ClusterRole every report names as its owner (config.audit.ownerClusterRole; "" none),
+        read through `rbac_api` (an RbacAuthorizationV1Api, built when None)."""
+        import kubernetes.client
         if api is None:
-            import kubernetes.client
             api = kubernetes.client.CustomObjectsApi(api_client)
+        if owner_cluster_role and rbac_api is None:
+            rbac_api = kubernetes.client.RbacAuthorizationV1Api(api_client)
         self._api = api
+        self._rbac = rbac_api
+        self.owner_cluster_role = owner_cluster_role
+        # The ownerReference the reports carry (None: no owner configured, or it could not be read)
+        self.owner: Optional[dict] = None
         self._timeout = request_timeout
         self.known: dict[tuple[str, str], str] = {}  # (namespace or "", name) -> content written/found
         # (namespace or "", name) -> content as rendered, before what the stored report knew
@@ -47,6 +56,7 @@ class ReportWriter:
         when their content is already right, and stale ones are deleted."""
         self.known.clear()
         self.rendered.clear()
+        self.owner = self._read_owner()
         got = self._api.list_cluster_custom_object(GROUP, VERSION, "policyreports", label_selector=SELECTOR,
                                                    _request_timeout=self._timeout)
         for item in got.get("items") or []:
@@ -56,6 +66,30 @@ class ReportWriter:
                                                    _request_timeout=self._timeout)
         for item in got.get("items") or []:
             self.known[("", (item.get("metadata") or {}).get("name") or "")] = rpt.content(item)
+
+    def _read_owner(self) -> Optional[dict]:
+        """The owner's ownerReference. Reports owned by the chart's ClusterRole are deleted by the
+        garbage collector with it - also the cluster-scoped report no namespace deletion removes.
+        Without it (not found, not permitted) reports are written unowned, and the log says why."""
+        name = self.owner_cluster_role
+        if not name:
+            return None
+        try:
+            role = self._rbac.read_cluster_role(name, _request_timeout=self._timeout)
+        except Exception as exc:  # noqa: BLE001 - the reports matter more than their owner
+            log.warning("audit: reports are written without an owner: ClusterRole %s could not be read (%s); "
+                        "they stay after uninstall", name, _status(exc) or exc)
+            return None
+        uid = getattr(getattr(role, "metadata", None), "uid", None)
+        if not uid:
+            return None
+        # blockOwnerDeletion stays unset: nothing needs to wait for the reports to go first.
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": name, "uid": uid}
+
+    def _owned(self, body: dict) -> dict:
+        if self.owner is None:
+            return body
+        return {**body, "metadata": {**body["metadata"], "ownerReferences": [dict(self.owner)]}}
 
     def namespaces(self) -> set[str]:
         return {ns for ns, _ in set(self.known) | set(self.rendered) if ns}
@@ -79,6 +113,7 @@ class ReportWriter:
         return writes
 
     def _put(self, namespace: str, name: str, body: dict) -> int:
+        body = self._owned(body)
         content = rpt.content(body)
         key = (namespace, name)
         if self.known.get(key) == content or self.rendered.get(key) == content:

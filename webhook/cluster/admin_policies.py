@@ -47,3 +47,21 @@ def _name(obj: Mapping) -> str:
     meta = obj.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
     return str(name) if name else "?"
+
+
+def admin_counts(view: ClusterView) -> dict[str, int]:
+    """AdminNetworkPolicy / BaselineAdminNetworkPolicy / ClusterNetworkPolicy -> how many the view
+    holds (none: {})."""
+    counts: dict[str, int] = {}
+    for p in view.admin_policies():
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def admin_note(counts: Mapping[str, int], tool: str = "these checks") -> str:
+    """What findings over NetworkPolicies mean when admin policies are in view."""
+    held = " and ".join(f"{n} {kind if n == 1 else kind[:-1] + 'ies'}" for kind, n in counts.items())
+    return (f"{held} in view: on clusters whose network plugin implements them the admin tier "
+            f"decides before NetworkPolicies (and the baseline after), and {tool} look at "
+            "NetworkPolicies alone (an admin Allow or Deny can override what a finding says); "
+            "`netpol-guard simulate` evaluates them")

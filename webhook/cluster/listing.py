@@ -27,6 +27,8 @@ class Listed:
     view: ClusterView
     invalid_policies: dict[str, str] = field(default_factory=dict)  # ns/name -> why it is not in the view
     counts: dict[str, int] = field(default_factory=dict)
+    # admin policy kinds the cluster does not serve (or we may not list): kind -> why
+    not_followed: dict[str, str] = field(default_factory=dict)
 
 
 def api_configuration(kubeconfig: Optional[str], context: Optional[str]):
@@ -51,7 +53,8 @@ def api_configuration(kubeconfig: Optional[str], context: Optional[str]):
 
 def list_cluster(kubeconfig: Optional[str] = None, context: Optional[str] = None, config: Config = DEFAULT,
                  timeout: float = 120.0) -> Listed:
-    """Namespaces, Pods, Services and NetworkPolicies of the cluster, each listed once."""
+    """Namespaces, Pods, Services and NetworkPolicies of the cluster, each listed once, and the
+    admin network policies where the cluster serves them."""
     from webhook.cluster.live import LiveSource
 
     configuration = api_configuration(kubeconfig, context)
@@ -77,10 +80,22 @@ def list_cluster(kubeconfig: Optional[str] = None, context: Optional[str] = None
         live_log.setLevel(level)
     stats = source.stats()
     counts = {k: stats[k] for k in ("namespaces", "pods", "services", "networkpolicies")}
-    return Listed(source.view, source.invalid_policies(), counts)
+    from webhook.cluster.watching import ADMIN_POLICY_KINDS
+    counts.update({k.name: stats[k.name] for k in ADMIN_POLICY_KINDS if stats.get(k.name)})
+    return Listed(source.view, source.invalid_policies(), counts, source.not_followed())
 
 
 def _short(why: str) -> str:
     """The reason without urllib3's wrapping: "[Errno 111] Connection refused", "HTTP 403 Forbidden"."""
     m = re.search(r"\[Errno -?\d+\] [^'\")]+", why)
     return m.group(0) if m else why
+
+
+def forbidden_notes(listed: Listed) -> list[str]:
+    """Notes for the admin policy kinds the cluster serves but these credentials may not list:
+    answers then ignore policies that exist (a kind the cluster does not serve needs no note)."""
+    by_reason: dict[str, list[str]] = {}
+    for kind, why in sorted(listed.not_followed.items()):
+        if "403" in why:
+            by_reason.setdefault(why, []).append(kind)
+    return [f"{', '.join(kinds)} {why}: the answers do not account for them" for why, kinds in by_reason.items()]

@@ -2,7 +2,11 @@
 
 One daemon thread per kind (Namespaces, Pods, Services, NetworkPolicies) lists the kind
 (paged), then watches from the list's resourceVersion and applies each event to the shared
-ClusterView. The request path only ever reads the view: admission latency never depends on
+ClusterView. The admin network policies (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+ClusterNetworkPolicy of policy.networking.k8s.io) are CRDs most clusters do not have: their
+threads first ask discovery whether the API server serves them; when it does not (or our
+RBAC may not list them), the log says so once, the kind counts as synced (empty), and
+discovery is asked again only every `rediscover_seconds` - never a loop of 404s. The request path only ever reads the view: admission latency never depends on
 the API server.
 
 Failure handling, per kind:
@@ -34,6 +38,7 @@ from webhook.cluster.objects import ContainerPort, Pod, namespace_from, pod_from
 from webhook.cluster.view import ClusterView
 from webhook.config import DEFAULT, Config
 from webhook.policy.parse import parse_policy
+from webhook.policy.parse_admin import parse_admin_policy
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,25 @@ def _slim_policy(obj: dict) -> dict:
             "kind": obj.get("kind") or "NetworkPolicy", "metadata": slim_meta, "spec": obj.get("spec")}
 
 
+def _slim_admin_policy(obj: dict, kind: watching.ResourceKind) -> dict:
+    """An admin policy as parse_admin_policy reads it, without status and server bookkeeping."""
+    meta = _meta(obj)
+    slim_meta = {k: meta[k] for k in ("name", "uid", "labels", "annotations") if k in meta}
+    return {"apiVersion": obj.get("apiVersion") or f"{kind.group}/{kind.version}",
+            "kind": obj.get("kind") or kind.kind, "metadata": slim_meta, "spec": obj.get("spec")}
+
+
+def _admin_adapter(kind: watching.ResourceKind) -> _KindAdapter:
+    def parse(obj: dict):
+        result = parse_admin_policy(_slim_admin_policy(obj, kind))
+        if result.policy is None:
+            return None, "; ".join(str(e) for e in result.errors) or f"not a valid {kind.kind}"
+        return result.policy, None
+
+    return _KindAdapter(kind.name, _cluster_key, parse, lambda v, pol: v.upsert_admin_policy(pol),
+                        lambda v, key: v.delete_admin_policy(kind.kind, key))
+
+
 def _adapters(interner: _Interner) -> dict[str, _KindAdapter]:
     def parse_pod(obj: dict):
         pod = pod_from(obj)
@@ -145,6 +169,7 @@ def _adapters(interner: _Interner) -> dict[str, _KindAdapter]:
                                  lambda v, svc: v.upsert_service(svc), lambda v, key: v.delete_service(*key)),
         "networkpolicies": _KindAdapter("networkpolicies", _namespaced_key, parse_policy_obj,
                                         lambda v, pol: v.upsert_policy(pol), lambda v, key: v.delete_policy(*key)),
+        **{kind.name: _admin_adapter(kind) for kind in watching.ADMIN_POLICY_KINDS},
     }
 
 
@@ -206,6 +231,9 @@ class _KindCache:
         # this kind is then the last good state, not the current one, and /readyz says so.
         self.behind: str | None = "not listed yet"
         self.behind_since: float | None = None
+        # A CRD kind only: why it is not followed (not served, not permitted), None while it is.
+        self.absent: str | None = None
+        self.optional = kind.api == "custom"
 
     # ---- applying changes -------------------------------------------------------------
 
@@ -223,7 +251,7 @@ class _KindCache:
         if item is not None:
             self.invalid.pop(key, None)
             recorder = self.source.recorder
-            if recorder is None:
+            if recorder is None or self.optional:  # the audit's rules read NetworkPolicies only
                 a.upsert(self.view, item)
             else:
                 recorder.upsert(item)  # the audit learns (old, new)
@@ -238,7 +266,7 @@ class _KindCache:
 
     def _delete(self, key: Any) -> None:
         recorder = self.source.recorder
-        if recorder is None:
+        if recorder is None or self.optional:
             self.adapter.delete(self.view, key)
         elif isinstance(key, tuple):
             recorder.delete(_KIND_OF[self.adapter.name], key[0], key[1])
@@ -353,6 +381,9 @@ class _KindCache:
                         and time.monotonic() - self.last_list >= relist_every):
                     need_list = True
                 if need_list:
+                    if self.optional and not self._served():
+                        stop.wait(src.rediscover_seconds)
+                        continue
                     self.list_and_replace()
                     need_list, watched_since_list = False, False
                     self.backoff.reset()
@@ -372,7 +403,16 @@ class _KindCache:
                     break
                 # 410 Gone: as a watch ERROR event, as the watch's HTTP status, or an expired
                 # continue token on a list. The history no longer reaches us: relist.
-                if isinstance(exc, watching.WatchGone) or watching.http_status(exc) == 410:
+                status = watching.http_status(exc)
+                if self.optional and status in (403, 404):
+                    # 404: the CRD went away; 403: the chart's RBAC (or the user's) does not
+                    # cover it. Neither is an outage: leave the kind out, and look again later.
+                    need_list = True
+                    self._set_absent("not followed: the API server answered HTTP 403 Forbidden (no permission "
+                                     "to list it)" if status == 403 else "not served by this API server any more")
+                    stop.wait(src.rediscover_seconds)
+                    continue
+                if isinstance(exc, watching.WatchGone) or status == 410:
                     need_list = True
                     self._fall_behind(f"relisting: resourceVersion expired ({_describe(exc)})")
                     log.info("live cache: %s: resourceVersion expired (%s); relisting", self.kind.name,
@@ -390,6 +430,49 @@ class _KindCache:
                 stop.wait(delay)
             finally:
                 self.stream = None
+
+    # ---- CRD kinds that may not be there --------------------------------------------------
+
+    def _served(self) -> bool:
+        """Ask discovery whether the API server serves this kind now (errors propagate: an
+        outage is retried like any other failure)."""
+        k = self.kind
+        resources = self.source.lister.served_resources(k.group, k.version)
+        if resources is not None and k.name in resources:
+            if self.absent is not None:
+                log.info("live cache: %s (%s/%s) is served now; following it", k.kind, k.group, k.version)
+                self.absent = None
+            return True
+        self._set_absent(f"not served by this API server (no {k.name} in {k.group}/{k.version}: the "
+                         "kubernetes-sigs/network-policy-api CRDs are not installed)")
+        return False
+
+    def _set_absent(self, why: str) -> None:
+        """Not followed: the view holds none of this kind; the kind counts as synced (there is
+        nothing to wait for) and current. Logged once per reason, not on every look."""
+        if self.absent is None or ("403" in self.absent) != ("403" in why):  # once per going away
+            log.info("live cache: %s %s; verdicts do not account for them, and discovery is asked "
+                     "again every %.0fs", self.kind.kind, why, self.source.rediscover_seconds)
+        self.absent = why
+        with self.view.lock:
+            for key in list(self.versions):
+                self._apply(key, "", None)
+        self.invalid.clear()
+        self.resource_version = None
+        self.last_contact = time.monotonic()
+        self.behind = self.behind_since = None
+        if self.synced.is_set():
+            return
+        # The last kind to sync freezes the complete view (as list_and_replace does); before
+        # ready() turns true when it can, so readers of a ready source find it frozen.
+        frozen = all(kc.synced.is_set() for kc in self.source._kinds if kc is not self)
+        if frozen:
+            self.source.refreezer.reset()
+            freeze_view(f"{self.kind.name} not served")
+        self.synced.set()
+        if not frozen and self.source.ready():  # another kind finished meanwhile
+            self.source.refreezer.reset()
+            freeze_view(f"{self.kind.name} not served")
 
     def _fall_behind(self, why: str) -> None:
         if self.behind_since is None:
@@ -455,7 +538,8 @@ class LiveSource:
     def __init__(self, api: Any = None, config: Config = DEFAULT, *, page_size: int = 500,
                  watch_timeout: tuple[int, int] = (240, 360), read_grace: float = 30.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 list_timeout: float = 60.0, stop_timeout: float = 5.0):
+                 list_timeout: float = 60.0, stop_timeout: float = 5.0, rediscover_seconds: float = 300.0,
+                 admin_policies: bool = True):
         self.view = ClusterView()
         self.config = config
         self._api = api
@@ -466,11 +550,15 @@ class LiveSource:
         self.backoff_max = backoff_max
         self.list_timeout = list_timeout
         self.stop_timeout = stop_timeout
+        self.rediscover_seconds = rediscover_seconds
         self.rng = random.Random()
         self._stopping = threading.Event()
         self._interner = _Interner()
         adapters = _adapters(self._interner)
-        self._kinds = [_KindCache(self, kind, adapters[kind.name]) for kind in watching.KINDS]
+        # admin_policies=False: a view whose readers judge NetworkPolicies only (the audit's)
+        # spares the API server three watches per process
+        kinds = watching.KINDS + (watching.ADMIN_POLICY_KINDS if admin_policies else ())
+        self._kinds = [_KindCache(self, kind, adapters[kind.name]) for kind in kinds]
         self._api_client: Any = None
         self._owns_client = False
         self.lister: watching.Lister | None = None
@@ -594,8 +682,16 @@ class LiveSource:
         raise KeyError(name)
 
     def invalid_policies(self) -> dict[str, str]:
-        """"namespace/name" -> why the policy was left out of the view."""
-        return {_show(k): why for k, why in self._kind("networkpolicies").invalid.items()}
+        """"namespace/name" (admin policies: "Kind/name") -> why the policy was left out of the view."""
+        out = {_show(k): why for k, why in self._kind("networkpolicies").invalid.items()}
+        for kc in self._kinds:  # admin policies are cluster-scoped: named Kind/name
+            if kc.optional:
+                out.update({f"{kc.kind.kind}/{k}": why for k, why in kc.invalid.items()})
+        return out
+
+    def not_followed(self) -> dict[str, str]:
+        """Admin policy kinds left out of the view: kind -> why (not served, not permitted)."""
+        return {kc.kind.kind: kc.absent for kc in self._kinds if kc.absent is not None}
 
     def last_errors(self) -> dict[str, str | None]:
         return {kc.kind.name: kc.last_error for kc in self._kinds}

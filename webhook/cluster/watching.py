@@ -8,6 +8,7 @@ and connection pooling - and asks for undecoded responses (`_preload_content=Fal
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
 from dataclasses import dataclass
@@ -31,8 +32,11 @@ class ResourceKind:
     """One watched collection: its name in stats and how to list it cluster-wide."""
 
     name: str  # "pods"; used as the stats key
-    api: str  # "core" or "networking"
+    api: str  # "core", "networking", or "custom" (a CRD's resource, listed by group/version/plural)
     method: str  # the client's list-all method
+    group: str = ""  # custom only: the API group and version serving `name` (the plural)
+    version: str = ""
+    kind: str = ""  # custom only: the object kind, for messages and list items without one
 
 
 KINDS: tuple[ResourceKind, ...] = (
@@ -40,6 +44,17 @@ KINDS: tuple[ResourceKind, ...] = (
     ResourceKind("pods", "core", "list_pod_for_all_namespaces"),
     ResourceKind("services", "core", "list_service_for_all_namespaces"),
     ResourceKind("networkpolicies", "networking", "list_network_policy_for_all_namespaces"),
+)
+
+# Admin network policies (kubernetes-sigs/network-policy-api) are CRDs: many clusters do not
+# serve them. They are followed only where discovery (served_resources) finds them.
+ADMIN_POLICY_KINDS: tuple[ResourceKind, ...] = (
+    ResourceKind("adminnetworkpolicies", "custom", "list_cluster_custom_object",
+                 "policy.networking.k8s.io", "v1alpha1", "AdminNetworkPolicy"),
+    ResourceKind("baselineadminnetworkpolicies", "custom", "list_cluster_custom_object",
+                 "policy.networking.k8s.io", "v1alpha1", "BaselineAdminNetworkPolicy"),
+    ResourceKind("clusternetworkpolicies", "custom", "list_cluster_custom_object",
+                 "policy.networking.k8s.io", "v1alpha2", "ClusterNetworkPolicy"),
 )
 
 
@@ -77,12 +92,36 @@ class Lister:
 
     def __init__(self, api_client: Any, *, connect_timeout: float = 5.0, list_timeout: float = 60.0):
         self._apis = {"core": kubernetes.client.CoreV1Api(api_client),
-                      "networking": kubernetes.client.NetworkingV1Api(api_client)}
+                      "networking": kubernetes.client.NetworkingV1Api(api_client),
+                      "custom": kubernetes.client.CustomObjectsApi(api_client)}
         self.connect_timeout = connect_timeout
         self.list_timeout = list_timeout
 
     def _call(self, kind: ResourceKind) -> Callable[..., Any]:
-        return getattr(self._apis[kind.api], kind.method)
+        method = getattr(self._apis[kind.api], kind.method)
+        if kind.api == "custom":
+            return functools.partial(method, kind.group, kind.version, kind.name)
+        return method
+
+    def served_resources(self, group: str, version: str) -> set[str] | None:
+        """The resource names the API server serves in group/version (discovery, which every
+        authenticated user may read); None when it does not serve that group/version at all
+        (404: the CRDs are not installed)."""
+        try:
+            resp = self._apis["custom"].get_api_resources(
+                group, version, _preload_content=False, _request_timeout=(self.connect_timeout, self.list_timeout))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            body = json.loads(resp.data)
+        except ValueError as exc:
+            raise WatchFailed(f"discovering {group}/{version}: the response is not JSON: {exc}") from None
+        finally:
+            resp.release_conn()
+        resources = body.get("resources") if isinstance(body, dict) else None
+        return {str(r.get("name")) for r in resources or () if isinstance(r, dict)}
 
     def list_page(self, kind: ResourceKind, limit: int, continue_token: str | None) -> dict:
         """One page of a list: {"metadata": {"resourceVersion", "continue"?}, "items": [...]}.
@@ -160,5 +199,5 @@ class WatchStream:
             pass
 
 
-__all__ = ["KINDS", "ResourceKind", "Lister", "WatchStream", "WatchGone", "WatchFailed", "ApiException",
+__all__ = ["KINDS", "ADMIN_POLICY_KINDS", "ResourceKind", "Lister", "WatchStream", "WatchGone", "WatchFailed", "ApiException",
            "make_api_client", "default_api_client", "http_status"]

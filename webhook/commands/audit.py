@@ -10,8 +10,10 @@ import textwrap
 NAME = "audit"
 HELP = "check every NetworkPolicy of a live cluster once (text, JSON or PolicyReports)"
 DESCRIPTION = """\
-Lists the cluster once (Namespaces, Pods, Services, NetworkPolicies) and runs every rule on
-every NetworkPolicy against it, as the pod agent's background audit does. Policies in the
+Lists the cluster once (Namespaces, Pods, Services, NetworkPolicies, and the admin network
+policies where the API server serves them) and runs every rule on every NetworkPolicy against
+it, as the pod agent's background audit does. The rules judge NetworkPolicies alone; admin
+policies in the cluster are named in the summary, since they can override a finding. Policies in the
 configuration's exemptNamespaces are left out, as the webhook leaves them out.
 
   --format text          one line per finding, then a summary
@@ -40,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from webhook.audit.auditor import Auditor, dns_target_problem, isolated_namespaces, isolation_problems
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
-    from webhook.cluster.listing import ListingError, list_cluster
+    from webhook.cluster.admin_policies import admin_counts, admin_note
+    from webhook.cluster.listing import ListingError, forbidden_notes, list_cluster
     from webhook.config import ConfigError, load
 
     try:
@@ -66,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     counts["error"] += sum(len(p) for p in missing.values())
     summary = {"policies": len(results), "errors": counts["error"], "warnings": counts["warning"],
                "infos": counts["info"], "objects": listed.counts}
+    admin = admin_counts(listed.view)
+    if admin:  # only then: a NetworkPolicy-only summary stays as it was (lint's keys)
+        summary["adminPolicies"] = admin
+    notes = [admin_note(admin, "the rules")] if admin else []
+    notes += forbidden_notes(listed)
     if args.format == "json":
         extra = [{"rule": "isolation-policy-missing", "category": "isolation", "severity": "error",
                   "policy": f"{ns}/{name}", "file": None, "line": None, "path": "metadata.labels",
@@ -76,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
                "summary": summary}
         if listed.invalid_policies:
             out["unreadable"] = listed.invalid_policies
+        if notes:
+            out["notes"] = notes
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.format == "policyreport":
         _print_reports(auditor, results, dns_problem, config, missing)
     else:
-        _print_text(results, summary, dns_problem, listed, args.quiet, missing)
+        _print_text(results, summary, dns_problem, listed, args.quiet, missing, notes)
     return EXIT_FINDINGS if counts["error"] or dns_problem else EXIT_OK
 
 
@@ -99,7 +109,7 @@ def _print_reports(auditor, results, dns_problem, config, missing) -> None:
     yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, sort_keys=False)
 
 
-def _print_text(results, summary, dns_problem, listed, quiet: bool, missing) -> None:
+def _print_text(results, summary, dns_problem, listed, quiet: bool, missing, notes=()) -> None:
     out = sys.stdout
     for ns, problems in sorted(missing.items()):
         for name, why in problems:
@@ -115,6 +125,8 @@ def _print_text(results, summary, dns_problem, listed, quiet: bool, missing) -> 
         return
     for key, why in sorted(listed.invalid_policies.items()):
         out.write(f"note: {key} is in the cluster but could not be read, so it was not checked: {why}\n")
+    for note in notes:
+        out.write(f"note: {note}\n")
     objects = ", ".join(f"{n} {k}" for k, n in listed.counts.items())
     out.write(f"\nlisted {objects}\n")
     out.write(f"audited {summary['policies']} NetworkPolicies: {summary['errors']} errors, "

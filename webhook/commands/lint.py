@@ -15,7 +15,8 @@ Services, other NetworkPolicies) forms the cluster view the checks see. AdminNet
 BaselineAdminNetworkPolicies and ClusterNetworkPolicies are read too (one the API server would
 refuse is unusable input) and named in the summary; the checks look at NetworkPolicies alone.
 
-With --kubeconfig/--context, the live cluster (listed once) is the cluster view, and the
+With --kubeconfig/--context, the live cluster (listed once) is the cluster view (its admin
+network policies too, where it serves them; a cluster without those CRDs simply has none), and the
 files add to it (a policy in PATH replaces the cluster's policy of the same name); with no
 PATH, the cluster's own NetworkPolicies are checked. --namespace narrows what is checked.
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"findings": [f.to_dict() for f in findings], "summary": summary}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        _print_text(findings, summary, snap, args.quiet)
+        _print_text(findings, summary, snap, args.quiet, listed)
         if listed and not args.quiet:
             sys.stdout.write("listed the live cluster: " + ", ".join(f"{n} {k}" for k, n in listed.counts.items())
                              + "\n")
@@ -138,7 +139,10 @@ def _list_live(args: argparse.Namespace, config):
         raise UsageError(str(exc)) from None
 
 
-def _print_text(findings, summary, snap, quiet: bool) -> None:
+def _print_text(findings, summary, snap, quiet: bool, listed=None) -> None:
+    from webhook.cluster.admin_policies import admin_note
+    from webhook.cluster.listing import forbidden_notes
+
     out = sys.stdout
     for f in findings:
         where = f"{f.file}:{f.line}" if f.line else (f.file or "<input>")
@@ -159,11 +163,9 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
                      "(add them to PATH or pass --cluster)")
     admin = _admin_counts(snap.view)
     if admin:
-        held = " and ".join(f"{n} {kind if n == 1 else kind[:-1] + 'ies'}" for kind, n in admin.items())
-        notes.append(f"{held} in view: on clusters whose network plugin implements them the admin tier "
-                     "decides before NetworkPolicies (and the baseline after), and these checks look at "
-                     "NetworkPolicies alone (an admin Allow or Deny can override what a finding says); "
-                     "`netpol-guard simulate` evaluates them")
+        notes.append(admin_note(admin))
+    if listed is not None:
+        notes += forbidden_notes(listed)
     for kind, n in sorted(snap.view.not_evaluated.items()):
         notes.append(f"{n} {kind} object{'s' if n != 1 else ''} in view, not evaluated "
                      "(another network plugin's policy kind)")
@@ -175,12 +177,11 @@ def _print_text(findings, summary, snap, quiet: bool) -> None:
 
 
 
+
+
 def _admin_counts(view) -> dict[str, int]:
-    """AdminNetworkPolicy / BaselineAdminNetworkPolicy -> how many the view holds (none: {})."""
-    counts: dict[str, int] = {}
-    for p in view.admin_policies():
-        counts[p.kind] = counts.get(p.kind, 0) + 1
-    return dict(sorted(counts.items()))
+    from webhook.cluster.admin_policies import admin_counts
+    return admin_counts(view)
 
 
 def _policy_key(obj) -> str:

@@ -16,7 +16,9 @@ re-read when the files change on disk (a Secret rotation): new connections get t
 certificate, open ones are not dropped.
 
 Cluster view: --cluster PATH (manifests, read once), else the live cluster through a watch
-cache (in-cluster configuration, else kubeconfig). --dev: a self-signed certificate in
+cache (in-cluster configuration, else kubeconfig); the cache follows the admin network
+policies (policy.networking.k8s.io) where the API server serves them, and logs once when it
+does not. --dev: a self-signed certificate in
 certs/ (made if missing), 127.0.0.1:8443, and --cluster, else the kubeconfig's cluster if there
 is one, else an empty cluster.
 

@@ -13,6 +13,8 @@ Evaluates NetworkPolicies over a cluster described by manifests (--cluster; file
 directories, may be repeated): Namespaces, Pods, workloads, Services and NetworkPolicies,
 and, where given, AdminNetworkPolicies, the BaselineAdminNetworkPolicy and ClusterNetworkPolicies
 (policy.networking.k8s.io): admin tier by priority, then NetworkPolicies, then the baseline.
+With --kubeconfig/--context the live cluster is read instead (listed once), its admin network
+policies too where the API server serves them (a cluster without those CRDs has none).
 
   --from NS/NAME --to NS/NAME   one flow: allowed or denied, and the policies and rules
                                 that decide each side (the source's egress, the
@@ -109,9 +111,13 @@ def _list_live(args, config):
     from webhook.cli import UsageError
     from webhook.cluster.listing import ListingError, list_cluster
     try:
-        return list_cluster(args.kubeconfig, args.context, config).view
+        listed = list_cluster(args.kubeconfig, args.context, config)
     except ListingError as exc:
         raise UsageError(str(exc)) from None
+    from webhook.cluster.listing import forbidden_notes
+    for note in forbidden_notes(listed):  # stderr: stdout stays the answer (and valid JSON)
+        sys.stderr.write(f"note: {note}\n")
+    return listed.view
 
 
 def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None):

@@ -94,7 +94,8 @@ and its RBAC names. A value for them in config is a mistake: fail and say so.
       "certificates.secretName" (list $cfg.certificates "secretName" "netpol-guard-tls" (include "netpol-guard.tlsSecretName" .) "fullnameOverride or certificates.existingSecret.name")
       "certificates.serviceName" (list $cfg.certificates "serviceName" "netpol-guard" $fullname "fullnameOverride")
       "certificates.webhookConfigName" (list $cfg.certificates "webhookConfigName" "netpol-guard" $fullname "fullnameOverride")
-      "leaderElection.leaseName" (list $cfg.leaderElection "leaseName" "netpol-guard-leader" (include "netpol-guard.leaseName" .) "fullnameOverride") -}}
+      "leaderElection.leaseName" (list $cfg.leaderElection "leaseName" "netpol-guard-leader" (include "netpol-guard.leaseName" .) "fullnameOverride")
+      "audit.ownerClusterRole" (list $cfg.audit "ownerClusterRole" "" $fullname "fullnameOverride") -}}
 {{- range $key, $c := $computed -}}
 {{- $section := index $c 0 -}}
 {{- $field := index $c 1 -}}
