@@ -169,16 +169,30 @@ def _expand(obj: Mapping[str, Any], node: Any, file: str, line: int) -> list[Doc
     if obj["kind"] == "List" or (obj["kind"].endswith("List") and "items" in obj):
         items = obj.get("items") or []
         if not isinstance(items, list):
-            raise InputError(file, "List.items must be a list", line)
+            raise InputError(file, f"{obj['kind']}.items must be a list", line)
         item_nodes = _child(node, "items")
         docs = []
         for i, item in enumerate(items):
             inode = item_nodes.value[i] if isinstance(item_nodes, yaml.SequenceNode) else None
             iline = inode.start_mark.line + 1 if inode is not None else line
+            item = _typed_item(obj, item)
             docs.extend(_expand(_check_object(item, file, iline), inode, file, iline))
         return docs
     lines = field_lines(node) if obj["kind"].endswith("NetworkPolicy") and node is not None else {}
     return [Document(file, line, obj, lines)]
+
+
+def _typed_item(lst: Mapping[str, Any], item: Any) -> Any:
+    """An item of a typed list as the API returns it (`kind: PodList`, from `kubectl get
+    --raw` or a client library) carries no kind or apiVersion: they are the list's, less
+    `List`. An item with a kind of its own keeps it; a plain `kind: List` names no type."""
+    kind = lst["kind"][:-len("List")]
+    if not kind or not isinstance(item, Mapping) or item.get("kind"):
+        return item
+    typed = {**item, "kind": kind}
+    if not item.get("apiVersion") and lst.get("apiVersion"):
+        typed["apiVersion"] = lst["apiVersion"]
+    return typed
 
 
 def _child(node: Any, key: str) -> Any:
@@ -233,9 +247,10 @@ def _refuse_others(others: list[tuple[int, str]], has_objects: bool, file: str) 
 
 def _parse_json_fast(text: str, file: str) -> list[Document] | None:
     """JSON through the json module (a `kubectl get -A -o json` snapshot of 50,000 pods
-    parses in a second instead of a minute). Files holding NetworkPolicies go through the
-    YAML path instead, which knows the line of every field for the findings."""
-    if '"NetworkPolicy"' in text:
+    parses in a second instead of a minute). Files holding NetworkPolicies (or a
+    NetworkPolicyList, whose items name no kind) go through the YAML path instead, which
+    knows the line of every field for the findings."""
+    if '"NetworkPolicy' in text:  # a NetworkPolicyList from the API too
         return None
     try:
         return _parse_json(text, file)
