@@ -10,8 +10,9 @@ NAME = "lint"
 HELP = "check NetworkPolicy manifests (files or directories) against the rules"
 DESCRIPTION = """\
 Checks every NetworkPolicy found in PATH (files or directories; YAML or JSON; multi-document;
-kind: List). Every other object in PATH and in --cluster (Namespaces, Pods, workloads,
-Services, other NetworkPolicies) forms the cluster view the checks see. AdminNetworkPolicies,
+kind: List, and typed lists as the API returns them - kind: PodList from `kubectl get --raw`,
+whose items name no kind). Every other object in PATH and in --cluster (Namespaces, Pods,
+workloads, Services, other NetworkPolicies) forms the cluster view the checks see. AdminNetworkPolicies,
 BaselineAdminNetworkPolicies and ClusterNetworkPolicies are read too (one the API server would
 refuse is unusable input) and named in the summary; the checks look at NetworkPolicies alone.
 
