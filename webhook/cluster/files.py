@@ -1,9 +1,12 @@
-"""Cluster view from manifest files: YAML or JSON, multi-document, `kind: List`,
-directories recursively. The only module that reads manifests from disk.
+"""Cluster view from manifest files: YAML or JSON, multi-document, `kind: List` and typed
+lists as the API returns them (`kind: PodList`, items without kind), directories
+recursively. The only module that reads manifests from disk.
 
 Every document is accounted for: NetworkPolicies are returned for checking, the kinds
 the checks use go into the view, and the rest are counted by kind so the user can see
-what was read. Anything unusable raises InputError naming the file and line.
+what was read. A file found in a directory that holds no Kubernetes object at all (other
+tools' YAML) is skipped and listed, for the caller to name; anything else unusable raises
+InputError naming the file and line.
 """
 from __future__ import annotations
 
