@@ -174,3 +174,15 @@ def test_kubectl_netpol_guard_audit_runs_through_the_real_kubectl(scene, expecte
     r = subprocess.run([kubectl, "netpol-guard", "audit", "--context", "e2e", "--namespace", scene["ns"]],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and f"{scene['ns']}/from-obs: error" in r.stdout, r.stdout + r.stderr
+
+
+def test_lint_of_the_live_clusters_own_policies_places_sarif_results_on_the_objects_too(scene, sarif_schema):
+    """`lint --kubeconfig` without PATH has no files either (before: every result was on "stdin")."""
+    r = subprocess.run([sys.executable, "-m", "webhook", "lint", "--kubeconfig", str(scene["cluster"].kubeconfig),
+                        "--namespace", scene["ns"], "--format", "sarif"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    log = json.loads(r.stdout)
+    jsonschema.Draft4Validator(sarif_schema).validate(log)
+    uris = {res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for res in log["runs"][0]["results"]}
+    prefix = f"apis/networking.k8s.io/v1/namespaces/{scene['ns']}/networkpolicies/"
+    assert uris == {prefix + "from-obs", prefix + "from-anyone"}
