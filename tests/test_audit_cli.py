@@ -65,7 +65,8 @@ def test_lint_without_path_or_cluster_says_what_it_needs():
 def test_audit_help_shows_formats_and_exit_codes():
     r = cli("audit", "--help")
     assert r.returncode == 0
-    for word in ("--kubeconfig", "--context", "policyreport", "exit status"):
+    for word in ("--kubeconfig", "--context", "policyreport", "exit status", "--format sarif", "--format github",
+                 "--format junit", "kubectl netpol-guard audit"):
         assert word in r.stdout
 
 

@@ -4,6 +4,10 @@ Every renderer takes the findings as `lint --format json` prints them (dicts wit
 category, severity, policy, file, line, path, message, fix) and the summary, and nothing
 of the command that produced them, so `lint` and `audit` share them. Pure: text in, text
 out; the caller writes it.
+
+A finding read from a live cluster (`audit`, `lint --kubeconfig`) has no file and line; it
+is placed on the Kubernetes object instead: its `resource` ({apiVersion, kind, namespace,
+name}) when the caller gives one, else the NetworkPolicy its `policy` names.
 """
 from __future__ import annotations
 
@@ -24,10 +28,13 @@ Finding = Mapping[str, Any]
 
 
 def render(fmt: str, findings: Sequence[Finding], summary: Mapping[str, Any], *,
-           checked: Optional[Sequence[tuple[str, Optional[str]]]] = None, tool: str = "netpol-guard lint") -> str:
-    """`checked`: every policy looked at as (NS/NAME, file), for JUnit's passing cases."""
+           checked: Optional[Sequence[tuple[str, Optional[str]]]] = None, tool: str = "netpol-guard lint",
+           extra_rules: Sequence[Mapping[str, str]] = ()) -> str:
+    """`checked`: every policy looked at as (NS/NAME, file), for JUnit's passing cases.
+    `extra_rules`: results that are not registry rules (the audit's cluster-level ones), as
+    {id, category, severity, summary, rationale, helpUri}, for SARIF's rule entries."""
     if fmt == "sarif":
-        return sarif(findings, summary)
+        return sarif(findings, summary, extra_rules=extra_rules)
     if fmt == "github":
         return github(findings, summary)
     if fmt == "junit":
@@ -60,6 +67,66 @@ def _rule_descriptor(rule: Any) -> dict:
     }
 
 
+def _extra_descriptor(rule: Mapping[str, str]) -> dict:
+    """A rule entry for a result the registry does not hold (no examples to show)."""
+    rationale = " ".join(rule["rationale"].split())
+    return {
+        "id": rule["id"],
+        "name": "".join(part.capitalize() for part in rule["id"].split("-")),
+        "shortDescription": {"text": rule["summary"]},
+        "fullDescription": {"text": rationale},
+        "help": {"text": f"{rule['id']}  ({rule['category']}, severity {rule['severity']})\n\n{rule['summary']}"
+                         f"\n\n{rationale}\n", "markdown": f"**{rule['summary']}**\n\n{rationale}"},
+        "helpUri": rule.get("helpUri") or INFORMATION_URI,
+        "defaultConfiguration": {"level": _LEVEL[rule["severity"]]},
+        "properties": {"category": rule["category"], "tags": ["kubernetes", "networkpolicy", rule["category"]]},
+    }
+
+
+# Resource paths of the kinds findings are placed on (the rest: kind in lower case + "s").
+_PLURAL = {"NetworkPolicy": "networkpolicies"}
+
+
+def resource_of(f: Finding) -> dict:
+    """The Kubernetes object a finding without a file is about: its `resource`, else the
+    NetworkPolicy its `policy` (NS/NAME) names."""
+    if f.get("resource"):
+        return dict(f["resource"])
+    ns, _, name = str(f["policy"]).partition("/")
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": ns, "name": name}
+
+
+def object_path(res: Mapping[str, Any]) -> str:
+    """The object's path on the API server, without the leading slash (what `kubectl get
+    --raw /<path>` reads): a relative URI reference, which SARIF allows and code scanning
+    accepts as the alert's location (it refuses URI schemes)."""
+    api = res.get("apiVersion") or "v1"
+    parts = ["apis" if "/" in api else "api", api]
+    if res.get("namespace"):
+        parts += ["namespaces", res["namespace"]]
+    parts += [_PLURAL.get(res["kind"], res["kind"].lower() + "s"), res["name"]]
+    return quote("/".join(parts), safe="/:@-._~")
+
+
+def object_name(res: Mapping[str, Any]) -> str:
+    """NS/Kind/NAME, or Kind/NAME for a cluster-scoped object."""
+    return "/".join(p for p in (res.get("namespace"), res["kind"], res["name"]) if p)
+
+
+def _location(f: Finding) -> dict:
+    """Where a result is: the file and line it came from, or the cluster object it is about."""
+    field = {"name": f["path"], "fullyQualifiedName": f"{f['policy']}:{f['path']}", "kind": "object"}
+    if f.get("file"):
+        physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.get("file"))}}
+        if f.get("line"):
+            physical["region"] = {"startLine": int(f["line"])}
+        return {"physicalLocation": physical, "logicalLocations": [field]}
+    res = resource_of(f)
+    return {"physicalLocation": {"artifactLocation": {"uri": object_path(res)}},
+            "logicalLocations": [{"name": res["name"], "fullyQualifiedName": object_name(res), "kind": "resource"},
+                                 field]}
+
+
 def _uri(file: Optional[str]) -> str:
     if not file or file == "<stdin>":
         return STDIN_URI
@@ -75,32 +142,27 @@ def _fingerprint(f: Finding) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def sarif(findings: Sequence[Finding], summary: Mapping[str, Any], rules: Optional[Iterable[Any]] = None) -> str:
+def sarif(findings: Sequence[Finding], summary: Mapping[str, Any], rules: Optional[Iterable[Any]] = None,
+          extra_rules: Sequence[Mapping[str, str]] = ()) -> str:
     """A SARIF 2.1.0 log: one rule entry per rule (with its help), one result per finding,
-    each with the file and line it points at (GitHub code scanning shows them inline)."""
+    each with the file and line it points at (GitHub code scanning shows them inline), or
+    for a finding from a live cluster, the object's API path and a logical location
+    naming it (NS/Kind/NAME)."""
     if rules is None:
         from webhook.rules.base import REGISTRY
         rules = REGISTRY
-    descriptors = [_rule_descriptor(r) for r in rules]
+    descriptors = [_rule_descriptor(r) for r in rules] + [_extra_descriptor(r) for r in extra_rules]
     index = {d["id"]: i for i, d in enumerate(descriptors)}
     results = []
     for f in findings:
         text = _one_line(f)
         if f.get("fix"):
             text += "\nfix:\n" + f["fix"]
-        region = {"startLine": int(f["line"])} if f.get("line") else None
-        physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.get("file"))}}
-        if region:
-            physical["region"] = region
         result: dict[str, Any] = {
             "ruleId": f["rule"],
             "level": _LEVEL.get(f["severity"], "warning"),
             "message": {"text": text},
-            "locations": [{
-                "physicalLocation": physical,
-                "logicalLocations": [{"name": f["path"], "fullyQualifiedName": f"{f['policy']}:{f['path']}",
-                                      "kind": "object"}],
-            }],
+            "locations": [_location(f)],
             "partialFingerprints": {"netpolGuardFinding/v1": _fingerprint(f)},
             "properties": {"policy": f["policy"], "path": f["path"], "category": f.get("category"),
                            "severity": f["severity"]},
@@ -167,7 +229,8 @@ def _summary_line(summary: Mapping[str, Any]) -> str:
 
 def junit(findings: Sequence[Finding], summary: Mapping[str, Any], *,
           checked: Optional[Sequence[tuple[str, Optional[str]]]] = None, suite: str = "netpol-guard lint") -> str:
-    """One test case per policy (classname: its file). A policy with an error-level finding
+    """One test case per policy (classname: its file, or for a live cluster's policy its
+    namespace). A policy with an error-level finding
     fails, as it fails `lint`; warnings and infos go to the case's output. Policies without
     findings are passing cases when `checked` lists them."""
     cases: dict[tuple[str, str], list[Finding]] = {}
@@ -179,7 +242,8 @@ def junit(findings: Sequence[Finding], summary: Mapping[str, Any], *,
     for (policy, file), fs in cases.items():
         errors = [f for f in fs if f["severity"] == "error"]
         detail = "\n".join(_finding_text(f) for f in fs)
-        attrs = f"name={quoteattr(policy)} classname={quoteattr(file or 'netpol-guard')}"
+        classname = file or policy.partition("/")[0] or "netpol-guard"
+        attrs = f"name={quoteattr(policy)} classname={quoteattr(classname)}"
         if fs and fs[0].get("file") and fs[0].get("line"):
             attrs += f" file={quoteattr(fs[0]['file'])} line=\"{int(fs[0]['line'])}\""
         inner = ""
@@ -201,6 +265,7 @@ def junit(findings: Sequence[Finding], summary: Mapping[str, Any], *,
 
 
 def _finding_text(f: Finding) -> str:
-    where = f"{f.get('file') or '<input>'}" + (f":{f['line']}" if f.get("line") else "")
+    where = (f["file"] + (f":{f['line']}" if f.get("line") else "")) if f.get("file") \
+        else object_name(resource_of(f))  # from a live cluster
     text = f"{where}: {f['severity']} [{f['rule']}] {_one_line(f)}"
     return text + (f"\n  fix:\n{f['fix']}" if f.get("fix") else "")

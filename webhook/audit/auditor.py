@@ -183,6 +183,24 @@ def dns_target_problem(view: ClusterView, config: Config) -> Optional[str]:
 
 ISOLATION_MISSING_RULE = "isolation-policy-missing"
 
+_AUDIT_DOCS = ("https://github.com/netpol-guard/netpol-guard/blob/main/docs/operations.md"
+               "#the-background-audit-policyreports-events-metrics")
+# The two results no single policy carries, described as the rule registry describes a rule
+# (for the rule entries of `audit --format sarif`); docs/operations.md explains them.
+CLUSTER_RULES = (
+    {"id": DNS_TARGET_RULE, "category": "dns", "severity": "error", "helpUri": _AUDIT_DOCS,
+     "summary": "No pod matches the configured DNS target",
+     "rationale": "Every DNS allowance (the isolation controller's and the fixes lint suggests) points at "
+                  "the pods of dns.namespace with dns.podLabels. When no pod carries those labels, each "
+                  "allowance reaches nothing and egress-isolated pods cannot resolve names."},
+    {"id": ISOLATION_MISSING_RULE, "category": "isolation", "severity": "error", "helpUri": _AUDIT_DOCS,
+     "summary": "A managed policy the namespace's isolation label asks for is missing",
+     "rationale": "The namespace is labeled for isolation, but the default-deny (or DNS) policy the "
+                  "isolation controller keeps there is not in the cluster: the namespace is not isolated "
+                  "as its label says. The controller creates it within seconds; if it stays missing, the "
+                  "controller is off or failing."},
+)
+
 
 def isolation_problems(view: ClusterView, config: Config, namespace: str) -> list[tuple[str, str]]:
     """(managed policy name, why) for each policy the namespace's isolation label asks for

@@ -1,9 +1,12 @@
-"""Cluster view from manifest files: YAML or JSON, multi-document, `kind: List`,
-directories recursively. The only module that reads manifests from disk.
+"""Cluster view from manifest files: YAML or JSON, multi-document, `kind: List` and typed
+lists as the API returns them (`kind: PodList`, items without kind), directories
+recursively. The only module that reads manifests from disk.
 
 Every document is accounted for: NetworkPolicies are returned for checking, the kinds
 the checks use go into the view, and the rest are counted by kind so the user can see
-what was read. Anything unusable raises InputError naming the file and line.
+what was read. A file found in a directory that holds no Kubernetes object at all (other
+tools' YAML) is skipped and listed, for the caller to name; anything else unusable raises
+InputError naming the file and line.
 """
 from __future__ import annotations
 
@@ -41,6 +44,23 @@ class InputError(Exception):
         self.file, self.line, self.message = file, line, message
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # rebuilt from its parts when it crosses from a parsing process
+        return (self.__class__, (self.file, self.message, self.line))
+
+
+class NotAManifest(InputError):
+    """A file that holds no Kubernetes object at all (a Helm Chart.yaml or values file, a
+    kustomization, a communication map, any other tool's YAML). Found while walking a
+    directory it is skipped with a note; named on the command line (or with --strict) it
+    stays unusable input."""
+
+    def __init__(self, file: str, reason: str, line: int = 0):
+        self.reason = reason
+        super().__init__(file, reason, line)
+
+    def __reduce__(self):
+        return (self.__class__, (self.file, self.reason, self.line))
 
 
 @dataclass
@@ -82,19 +102,57 @@ def field_lines(node: Any) -> dict[str, int]:
 
 def find_files(paths: Iterable[str]) -> list[str]:
     """Manifest files under the given paths; directories are walked recursively, sorted."""
-    out: list[str] = []
+    return [f for f, _ in walk(paths)]
+
+
+def walk(paths: Iterable[str]) -> list[tuple[str, bool]]:
+    """(file, found in a directory) for the manifest files under the given paths. Only
+    files found in a directory may be skipped as not Kubernetes objects: a file named on
+    the command line is what the user asked for."""
+    out: list[tuple[str, bool]] = []
     for p in paths:
         if os.path.isdir(p):
             found = []
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(os.path.join(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES))
-            out.extend(sorted(found))
+            out.extend((f, True) for f in sorted(found))
         elif os.path.exists(p) or p == STDIN:
-            out.append(p)
+            out.append((p, False))
         else:
             raise InputError(p, "no such file or directory")
     return out
+
+
+# apiVersion groups of configuration files that look like objects but are read by a tool,
+# never sent to the API server
+_TOOL_GROUPS = {"kustomize.config.k8s.io": "kubectl kustomize DIR | netpol-guard lint -"}
+
+
+def not_an_object(obj: Any, file: str) -> str | None:
+    """Why a document is no Kubernetes object at all (so its file may be skipped), or None.
+
+    A mapping with metadata and only one of apiVersion/kind is a broken manifest, not some
+    other tool's file: _check_object names what it lacks. A values file that happens to
+    have a top-level `kind:` has no metadata and is no object."""
+    if not isinstance(obj, Mapping):
+        kind = "list" if isinstance(obj, list) else type(obj).__name__
+        return f"not a Kubernetes object (the document is a {kind})"
+    api, kind = obj.get("apiVersion"), obj.get("kind")
+    group = api.split("/")[0] if isinstance(api, str) and "/" in api else ""
+    if group in _TOOL_GROUPS:
+        return (f"a {kind or 'configuration'} of {api}, not a Kubernetes object "
+                f"(`{_TOOL_GROUPS[group]}` checks what it builds)")
+    if api and kind:
+        return None
+    if "metadata" in obj and (api or kind):
+        return None
+    lacks = "kind" if api else "apiVersion" if kind else "apiVersion or kind"
+    hint = ""
+    name = os.path.basename(file)
+    if name in ("Chart.yaml", "Chart.yml"):
+        hint = "; a Helm chart: `helm template RELEASE DIR | netpol-guard lint -` checks what it renders"
+    return f"not a Kubernetes object (no {lacks}){hint}"
 
 
 def _check_object(obj: Any, file: str, line: int) -> Mapping[str, Any]:
@@ -114,16 +172,30 @@ def _expand(obj: Mapping[str, Any], node: Any, file: str, line: int) -> list[Doc
     if obj["kind"] == "List" or (obj["kind"].endswith("List") and "items" in obj):
         items = obj.get("items") or []
         if not isinstance(items, list):
-            raise InputError(file, "List.items must be a list", line)
+            raise InputError(file, f"{obj['kind']}.items must be a list", line)
         item_nodes = _child(node, "items")
         docs = []
         for i, item in enumerate(items):
             inode = item_nodes.value[i] if isinstance(item_nodes, yaml.SequenceNode) else None
             iline = inode.start_mark.line + 1 if inode is not None else line
+            item = _typed_item(obj, item)
             docs.extend(_expand(_check_object(item, file, iline), inode, file, iline))
         return docs
     lines = field_lines(node) if obj["kind"].endswith("NetworkPolicy") and node is not None else {}
     return [Document(file, line, obj, lines)]
+
+
+def _typed_item(lst: Mapping[str, Any], item: Any) -> Any:
+    """An item of a typed list as the API returns it (`kind: PodList`, from `kubectl get
+    --raw` or a client library) carries no kind or apiVersion: they are the list's, less
+    `List`. An item with a kind of its own keeps it; a plain `kind: List` names no type."""
+    kind = lst["kind"][:-len("List")]
+    if not kind or not isinstance(item, Mapping) or item.get("kind"):
+        return item
+    typed = {**item, "kind": kind}
+    if not item.get("apiVersion") and lst.get("apiVersion"):
+        typed["apiVersion"] = lst["apiVersion"]
+    return typed
 
 
 def _child(node: Any, key: str) -> Any:
@@ -141,12 +213,17 @@ def parse_text(text: str, file: str) -> list[Document]:
         if docs is not None:
             return docs
     docs: list[Document] = []
+    others: list[tuple[int, str]] = []  # (line, why) of documents that are no Kubernetes object
     try:
         for node, loader in safeload.yaml_nodes(text):
             line = node.start_mark.line + 1
             obj = safeload.construct(node, loader)
             if obj is None:
                 continue  # an empty document (e.g. a trailing ---)
+            why = not_an_object(obj, file)
+            if why:
+                others.append((line, why))
+                continue
             docs.extend(_expand(_check_object(obj, file, line), node, file, line))
     except safeload.UnsafeInput as exc:
         raise InputError(file, exc.message, exc.line) from None
@@ -156,17 +233,32 @@ def parse_text(text: str, file: str) -> list[Document]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(file, f"not valid YAML: {problem}", mark.line + 1 if mark else 0) from None
+    _refuse_others(others, bool(docs), file)
     return docs
+
+
+def _refuse_others(others: list[tuple[int, str]], has_objects: bool, file: str) -> None:
+    """A file of nothing but other YAML is NotAManifest (the caller may skip it); a document
+    of other YAML among Kubernetes objects is a mistake in a manifest: unusable input."""
+    if not others:
+        return
+    line, why = others[0]
+    if has_objects:
+        raise InputError(file, f"{why}, in a file of Kubernetes objects", line)
+    raise NotAManifest(file, why, line)
 
 
 def _parse_json_fast(text: str, file: str) -> list[Document] | None:
     """JSON through the json module (a `kubectl get -A -o json` snapshot of 50,000 pods
-    parses in a second instead of a minute). Files holding NetworkPolicies go through the
-    YAML path instead, which knows the line of every field for the findings."""
-    if '"NetworkPolicy"' in text:
+    parses in a second instead of a minute). Files holding NetworkPolicies (or a
+    NetworkPolicyList, whose items name no kind) go through the YAML path instead, which
+    knows the line of every field for the findings."""
+    if '"NetworkPolicy' in text:  # a NetworkPolicyList from the API too
         return None
     try:
         return _parse_json(text, file)
+    except NotAManifest:
+        raise
     except InputError:
         return None  # let the YAML path report it (it tolerates JSON-with-comments etc.)
 
@@ -178,6 +270,9 @@ def _parse_json(text: str, file: str) -> list[Document]:
         raise InputError(file, f"not valid JSON: {exc.msg}", exc.lineno) from None
     except safeload.UnsafeInput as exc:
         raise InputError(file, exc.message, exc.line) from None
+    why = not_an_object(obj, file)
+    if why:
+        raise NotAManifest(file, why, 1)
     return _expand(_check_object(obj, file, 1), None, file, 1)
 
 
@@ -216,6 +311,8 @@ class Snapshot:
     files: int
     context_policy_docs: list[Document] = field(default_factory=list)  # from --cluster: context only
     admin_policy_docs: list[Document] = field(default_factory=list)  # is_other_policy_kind(), anywhere
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): found in a directory,
+    # holding no Kubernetes object (the caller says so on stderr)
 
 
 def add_to_view(view: ClusterView, doc: Document) -> None:
@@ -237,9 +334,23 @@ def add_to_view(view: ClusterView, doc: Document) -> None:
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 
 
-def read_files(files: list[str]) -> list[list[Document]]:
+def _read_or_skip(job: tuple[str, bool]) -> list[Document] | NotAManifest:
+    """The file's documents, or (when it may be skipped) why it holds no Kubernetes object."""
+    path, may_skip = job
+    try:
+        return _read(path)
+    except NotAManifest as exc:
+        if may_skip:
+            return exc
+        raise
+
+
+def read_files(files: list[str], skippable: frozenset[str] | set[str] = frozenset()
+               ) -> list[list[Document] | NotAManifest]:
     """read_file over many files; large inputs are parsed on every core (YAML parsing is
-    CPU-bound and the GIL keeps threads from helping). Order is preserved."""
+    CPU-bound and the GIL keeps threads from helping). Order is preserved. A file in
+    `skippable` that holds no Kubernetes object comes back as its NotAManifest."""
+    jobs = [(f, f in skippable) for f in files]
     total = 0
     for f in files:
         try:
@@ -248,34 +359,56 @@ def read_files(files: list[str]) -> list[list[Document]]:
             pass
     workers = min(os.cpu_count() or 1, 8)
     if workers < 2 or STDIN in files or len(files) < 4 or total < PARALLEL_MIN_BYTES:
-        return [_read(f) for f in files]
+        return [_read_or_skip(j) for j in jobs]
     import concurrent.futures
     import multiprocessing
     ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(pool.map(read_file, files, chunksize=max(1, len(files) // (workers * 4))))
+        return list(pool.map(_read_or_skip, jobs, chunksize=max(1, len(files) // (workers * 4))))
 
 
 def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = (),
-                  view: ClusterView | None = None) -> Snapshot:
+                  view: ClusterView | None = None, *, walked: Iterable[str] = (),
+                  strict: bool = False) -> Snapshot:
     """Read the checked paths and the --cluster paths into one view (a new one, or `view`:
     the live cluster listed once, which the files then add to or override).
 
     NetworkPolicies under `paths` are returned for checking; those under `cluster_paths`
     are context only (the caller parses and adds them to the view).
+
+    A file found by walking a directory (or listed in `walked`: found so by the caller)
+    that holds no Kubernetes object is skipped and listed in Snapshot.skipped; with
+    `strict`, or named directly, it is unusable input (NotAManifest).
     """
     view = ClusterView() if view is None else view
     kinds: Counter = Counter()
     policy_docs: list[Document] = []
     context_policies: list[Document] = []
     admin_policies: list[Document] = []
-    checked = find_files(paths)
+    skipped: list[tuple[str, str]] = []
+    found = walk(paths)
+    checked = [f for f, _ in found]
     checked_set = set(checked)
-    context = [f for f in find_files(cluster_paths) if f not in checked_set]
-    parsed = iter(read_files(context + checked))
+    found_context = [(f, d) for f, d in walk(cluster_paths) if f not in checked_set]
+    context = [f for f, _ in found_context]
+    skippable: set[str] = set()
+    if not strict:
+        skippable = {f for f, in_dir in found + found_context if in_dir} | (set(walked) & checked_set)
+    try:
+        parsed = iter(read_files(context + checked, frozenset(skippable)))
+    except NotAManifest as exc:
+        in_dir = any(f == exc.file and d for f, d in found + found_context) or exc.file in set(walked)
+        raise InputError(exc.file, exc.reason + (
+            " (--strict: a file in a directory that holds no Kubernetes object is an error)" if in_dir else
+            " (a file named on the command line must hold Kubernetes objects; in a directory it would be "
+            "skipped with a note)"), exc.line) from None
     for files, is_checked in ((context, False), (checked, True)):
-        for _ in files:
-            for doc in next(parsed):
+        for file in files:
+            docs = next(parsed)
+            if isinstance(docs, NotAManifest):
+                skipped.append((file, docs.reason))
+                continue
+            for doc in docs:
                 kinds[doc.kind] += 1
                 if doc.kind == "NetworkPolicy":
                     (policy_docs if is_checked else context_policies).append(doc)
@@ -283,4 +416,5 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = (),
                     admin_policies.append(doc)
                 else:
                     add_to_view(view, doc)
-    return Snapshot(view, policy_docs, kinds, len(checked) + len(context), context_policies, admin_policies)
+    return Snapshot(view, policy_docs, kinds, len(checked) + len(context) - len(skipped), context_policies,
+                    admin_policies, skipped)

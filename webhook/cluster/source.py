@@ -101,6 +101,7 @@ class SnapshotSource(StaticSource):
             else:  # the API server would not hold it, so it is not part of the cluster
                 self.invalid_policies.append(f"{doc.file}:{doc.line}")
         self.kinds = dict(snap.kinds)
+        self.skipped = list(snap.skipped)  # (file, why): in a directory, holding no Kubernetes object
         super().__init__(snap.view)
 
 

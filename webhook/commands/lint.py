@@ -10,8 +10,9 @@ NAME = "lint"
 HELP = "check NetworkPolicy manifests (files or directories) against the rules"
 DESCRIPTION = """\
 Checks every NetworkPolicy found in PATH (files or directories; YAML or JSON; multi-document;
-kind: List). Every other object in PATH and in --cluster (Namespaces, Pods, workloads,
-Services, other NetworkPolicies) forms the cluster view the checks see. AdminNetworkPolicies,
+kind: List, and typed lists as the API returns them - kind: PodList from `kubectl get --raw`,
+whose items name no kind). Every other object in PATH and in --cluster (Namespaces, Pods,
+workloads, Services, other NetworkPolicies) forms the cluster view the checks see. AdminNetworkPolicies,
 BaselineAdminNetworkPolicies and ClusterNetworkPolicies are read too (one the API server would
 refuse is unusable input) and named in the summary; the checks look at NetworkPolicies alone.
 
@@ -24,6 +25,12 @@ PATH `-` reads stdin (`helm template ... | netpol-guard lint -`).
 
 When PATH holds no NetworkPolicy at all, lint says so and exits 2: a CI job pointed at
 the wrong folder must not stay green. --allow-empty makes that exit 0.
+
+In a directory (PATH or --cluster), files that hold no Kubernetes object - a Helm
+Chart.yaml or values file, a kustomization.yaml, a communication map, other tools'
+YAML - are skipped, each named in a note on stderr; --strict makes them unusable input.
+A file named on the command line is always read as manifests, and broken YAML is never
+skipped.
 
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 
@@ -52,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "GLOB (shell-style; may be given more than once)")
     p.add_argument("--allow-empty", action="store_true",
                    help="exit 0 when PATH holds no NetworkPolicy (by default that is exit 2)")
+    p.add_argument("--strict", action="store_true",
+                   help="a file in a directory that holds no Kubernetes object is unusable input (exit 2) "
+                        "instead of skipped with a note")
     p.add_argument("--explain", metavar="RULE", help="print what a rule checks and why, with examples, and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="text format: print findings only, no summary")
     p.add_argument("--kubeconfig", metavar="FILE", help="read the live cluster with this kubeconfig")
@@ -84,11 +94,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     listed = _list_live(args, config) if live else None
     try:
-        files = _select_files(args.paths, args.exclude) if args.paths else []
-        snap = load_snapshot(files, args.cluster, view=listed.view if listed else None)
+        files, walked = _select_files(args.paths, args.exclude) if args.paths else ([], set())
+        snap = load_snapshot(files, args.cluster, view=listed.view if listed else None, walked=walked,
+                             strict=args.strict)
         add_admin_policies(snap.view, snap.admin_policy_docs)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    for file, why in snap.skipped:  # stderr in every format: stdout stays machine-readable
+        sys.stderr.write(f"note: skipped {file}: {why}\n")
     subjects = [(d.obj, d.origin()) for d in snap.policy_docs]
     if listed and not args.paths:  # the cluster's own policies are the subjects
         subjects = [(p.raw, None) for p in sorted(listed.view.policies(), key=lambda p: p.key)]
@@ -99,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         where = " ".join(args.paths) if args.paths else "the cluster"
         raise UsageError(
             f"no NetworkPolicy found in {where}"
-            + (f" ({_plural(len(files), 'manifest file')})" if args.paths else "")
+            + (f" ({_plural(len(files), 'manifest file')}"
+               + (f", {len(snap.skipped)} of them skipped as not Kubernetes objects" if snap.skipped else "")
+               + ")" if args.paths else "")
             + "; nothing was checked. If that is expected, pass "
             "--allow-empty; otherwise check the PATH (a CI job pointed at the wrong folder "
             "would pass silently)")
@@ -152,8 +167,10 @@ def _print_text(findings, summary, snap, quiet: bool, listed=None) -> None:
     if quiet:
         return
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(snap.kinds.items())) or "no objects"
+    skipped = (f"; skipped {_plural(len(snap.skipped), 'file')} that hold no Kubernetes object (named on stderr)"
+               if snap.skipped else "")
     out.write(f"\nread {_plural(sum(snap.kinds.values()), 'object')} from "
-              f"{_plural(snap.files, 'file')} ({kinds})\n")
+              f"{_plural(snap.files, 'file')} ({kinds}){skipped}\n")
     notes = []
     if not snap.view.namespaces_known:
         notes.append("no Namespace objects in view: namespace selectors were not checked against "
@@ -193,24 +210,29 @@ def _plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def _select_files(paths: list[str], exclude: list[str]) -> list[str]:
-    """The manifest files under PATH, less those --exclude names. A file is left out when
-    a glob matches its path as found, its path below the PATH argument it came from, or its
-    name, so `--exclude 'charts/*'` works whichever folder lint was pointed at."""
+def _select_files(paths: list[str], exclude: list[str]) -> tuple[list[str], set[str]]:
+    """The manifest files under PATH, less those --exclude names, and which of them were
+    found in a directory (those may be skipped as not Kubernetes objects). A file is left
+    out when a glob matches its path as found, its path below the PATH argument it came
+    from, or its name, so `--exclude 'charts/*'` works whichever folder lint was pointed at."""
     import fnmatch
     import os
 
-    from webhook.cluster.files import find_files
+    from webhook.cluster.files import walk
 
     out: list[str] = []
+    walked: set[str] = set()
+    named = {p for p in paths if not os.path.isdir(p)}  # named on the command line: never skipped
     for root in paths:
         if root == "-":
             out.append(root)
             continue
-        for f in find_files([root]):
+        for f, in_dir in walk([root]):
             rel = os.path.relpath(f, root) if os.path.isdir(root) else os.path.basename(f)
             candidates = (f, rel, os.path.basename(f))
             if any(fnmatch.fnmatch(c, g) for g in exclude for c in candidates):
                 continue
             out.append(f)
-    return out
+            if in_dir and f not in named:
+                walked.add(f)
+    return out, walked

@@ -232,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     from webhook.admission.server import ServeOptions, WebhookServer
     from webhook.logging_setup import configure
     configure()
+    for file, why in source.skipped if isinstance(source, SnapshotSource) else ():
+        print(f"netpol-guard serve: note: skipped {file}: {why}", file=sys.stderr)
     invalid = source.invalid_policies if isinstance(source, SnapshotSource) else []
     if invalid:
         print(f"netpol-guard serve: {len(invalid)} NetworkPolicies in --cluster are invalid and left out of "

@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", "-n", metavar="NS", help="matrix: only the pods of this namespace")
     p.add_argument("--ip-block-matches-pods", action="store_true", default=None,
                    help="let ipBlocks match pod IPs (CNI-dependent; off by default)")
+    p.add_argument("--strict", action="store_true",
+                   help="a file in a --cluster directory that holds no Kubernetes object is unusable input "
+                        "(exit 2) instead of skipped with a note on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.cluster and not live:
             raise UsageError("no --cluster PATH given (manifests with Namespaces, workloads and policies), "
                              "and no --kubeconfig or --context to read a live cluster")
-        engine = build_engine([], args.cluster, matches_pods, view=_list_live(args, config) if live else None)
+        engine = build_engine([], args.cluster, matches_pods, view=_list_live(args, config) if live else None,
+                              strict=args.strict)
     except InputError as exc:
         raise UsageError(str(exc)) from None
     src = resolve_endpoint(engine, args.source, "--from") if args.source else None
@@ -120,9 +124,10 @@ def _list_live(args, config):
     return listed.view
 
 
-def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None):
+def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None, strict: bool = False):
     """An Engine over the view of `paths` + `cluster_paths` (added to `view`, the live cluster,
-    when given), every policy parsed and in view.
+    when given), every policy parsed and in view. Files in a directory that hold no Kubernetes
+    object are skipped with a note on stderr (unusable input with `strict`).
 
     A policy the API server would refuse is unusable input (exit 2): simulating a cluster
     that cannot exist answers nothing.
@@ -132,7 +137,9 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None):
     from webhook.policy.engine import Engine
     from webhook.policy.parse import parse_policy
 
-    snap = load_snapshot(paths, cluster_paths, view=view)
+    snap = load_snapshot(paths, cluster_paths, view=view, strict=strict)
+    for file, why in snap.skipped:
+        sys.stderr.write(f"note: skipped {file}: {why}\n")
     for doc in snap.context_policy_docs + snap.policy_docs:
         result = parse_policy(doc.obj, origin=doc.origin())
         if not result.ok:
@@ -453,8 +460,8 @@ def _run_diff(args, matches_pods: bool) -> int:
     from webhook.policy.matrix import diff
 
     old_path, new_path = args.diff
-    old = build_engine([old_path], args.cluster, matches_pods)
-    new = build_engine([new_path], args.cluster, matches_pods)
+    old = build_engine([old_path], args.cluster, matches_pods, strict=args.strict)
+    new = build_engine([new_path], args.cluster, matches_pods, strict=args.strict)
     d = diff(old, new)
     if args.format == "json":
         print(json.dumps(d.to_dict(), indent=2))
