@@ -441,26 +441,5 @@ def test_a_controller_that_is_no_longer_leader_makes_no_write(kube_api, start_co
     assert set(policies(kube_api, "shop")) == {ALLOW_DNS} and policies(kube_api, "web") == {}
 
 
-def start_serve_with_controller(kube_api, tmp_path):
-    """The real `netpol-guard serve --controller` (one worker) of pod webhook-0 in namespace
-    netpol-guard, on the stand-in through a kubeconfig."""
-    from tests.server_fixture import start_server
-
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url)
-    kube_api.put_object(namespace("netpol-guard"))
-    return start_server(["--kubeconfig", str(kubeconfig), "--controller", "--workers", "1"],
-                        workdir=str(tmp_path),
-                        env={"KUBECONFIG": str(kubeconfig), "POD_NAME": "webhook-0", "POD_NAMESPACE": "netpol-guard"})
-
-
-def test_serve_with_controller_reconciles_in_the_webhook_pod(kube_api, tmp_path):
-    server = start_serve_with_controller(kube_api, tmp_path)
-    try:
-        kube_api.put_object(namespace("shop", "egress"))
-        wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "policies from serve --controller",
-                   timeout=30)
-        assert kube_api.get_object("Lease", "netpol-guard", "netpol-guard-leader")["spec"]["holderIdentity"] \
-            == "webhook-0"
-    finally:
-        server.stop()
-    assert not kube_api.get_object("Lease", "netpol-guard", "netpol-guard-leader")["spec"].get("holderIdentity")
+# `serve --controller` reconciling in the webhook pod under the pod's identity, and its pod agent
+# killed and restarted, run on the real API server: tests/e2e/test_agent_restart.py.
