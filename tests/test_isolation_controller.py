@@ -17,6 +17,7 @@ from tests.waiting import wait_until
 
 LABEL = "netpol-guard.io/isolate"
 NP = "/apis/networking.k8s.io/v1/namespaces/[^/]+/networkpolicies"
+ALL_NP = "^/apis/networking.k8s.io/v1/networkpolicies$"
 
 
 def make_config(**isolation):
@@ -184,6 +185,45 @@ def test_labeling_a_namespace_creates_the_dns_allowance_before_the_default_deny(
     assert created[0]["involvedObject"]["name"] == "shop"
     assert created[0]["type"] == "Normal"
     assert ALLOW_DNS in created[0]["message"] and DEFAULT_DENY in created[0]["message"]
+
+
+def test_a_relist_answered_before_our_writes_does_not_make_the_controller_write_again(kube_api, start_controller,
+                                                                                     core):
+    """The periodic relist of the managed policies can be answered (the server's snapshot taken)
+    just before the controller creates them, and reach the cache just after. Under load this
+    happened in the test above: the stale list emptied the cache of what had just been created,
+    the namespace was reconciled again and both creates were sent a second time (409s). Here the
+    list response is held until both creates are done, so that order is certain."""
+    import threading
+
+    kube_api.put_object(namespace("shop"))
+    ctrl = start_controller(resync_seconds=0)  # only the relist below
+    informer = ctrl.policies
+    real_list = informer._list_call  # noqa: SLF001 - the one way to hold a list response back
+    answered, written = threading.Event(), threading.Event()
+
+    def held_list(**kwargs):
+        resp = real_list(**kwargs)
+        if not kwargs.get("watch") and not answered.is_set():
+            answered.set()
+            written.wait(30)  # the server's answer (taken before the writes) reaches the cache after them
+        return resp
+
+    informer._list_call = held_list  # noqa: SLF001
+    informer.relist()
+    wait_until(answered.is_set, "the relist answered")
+    label(core, "shop", "all")
+    wait_until(has_policies(kube_api, "shop", ALLOW_DNS, DEFAULT_DENY), "both managed policies")
+    wait_until(lambda: all(informer.get(("shop", n)) for n in (ALLOW_DNS, DEFAULT_DENY)), "both in the cache")
+    watches = len(kube_api.requests("GET", ALL_NP, watch=True))
+    written.set()
+    # The informer applies the list (a namespace it reports changed is queued right then) and
+    # only then watches again: once that watch is open, any reconcile the list caused is queued.
+    wait_until(lambda: len(kube_api.requests("GET", ALL_NP, watch=True)) > watches, "the watch reopened")
+    wait_until(ctrl.queue.idle, "an idle work queue")
+    wait_until(ctrl.events.idle, "Events sent")
+    assert [r.status for r in kube_api.requests("POST", NP + "$")] == [201, 201]
+    assert all(informer.get(("shop", n)) for n in (ALLOW_DNS, DEFAULT_DENY))
 
 
 def test_with_on_label_removed_keep_the_policies_stay(kube_api, start_controller, core):
