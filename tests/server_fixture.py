@@ -245,6 +245,20 @@ class RunningServer:
                     out.add(int(entry))
         return out
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server process and its live children
+        (workers, the pod agent): a measure of the work done that does not depend on how
+        many other processes share the machine's cores."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in {self.pid} | self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / tick
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         last = ""

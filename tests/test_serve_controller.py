@@ -115,3 +115,23 @@ def test_a_missing_controller_entry_point_is_a_clear_start_up_error():
         controller_entry("webhook.nope:run")
     with pytest.raises(ImportError, match=r"--controller: webhook.config has no run\(options\) function"):
         controller_entry("webhook.config:run")
+
+
+def test_a_clean_stop_prints_no_traceback(tmp_path):
+    """SIGTERM with the pod agent running: the master stops the agent and the workers exit
+    without an error. Each worker is forked after the agent was started, so it inherited
+    multiprocessing's record of the master's children; at exit multiprocessing then tried to
+    join the agent from the worker ("AssertionError: can only join a child process", one
+    traceback per worker)."""
+    from tests.server_fixture import start_server
+
+    server = start_server(["--cluster", "examples/cluster", "--workers", "2", "--controller"],
+                          workdir=str(tmp_path))
+    try:
+        assert _wait(lambda: "isolation controller idle" in server.log_text()), server.log_text()
+    finally:
+        code = server.stop()
+    assert code == 0
+    log = server.log_text()
+    assert "controller stopped" in log  # the agent was there, and was stopped by the master
+    assert "Traceback" not in log and "Error in atexit" not in log, log

@@ -6,7 +6,8 @@ configurations and RBAC, `netpol-guard serve` as the webhook only, and two
 `netpol-guard controller` processes - the controller's own entry point, as two replicas of the
 chart would run it - with distinct identities (POD_NAME / --identity), the chart's
 ServiceAccount token and configuration, on the chart's Lease `netpol-guard/netpol-guard-leader`.
-Tests run in file order and share that state: the first leader is killed last.
+Tests run in file order and share that state: the first leader is killed near the end, and the
+last test stops the one that took over.
 """
 from __future__ import annotations
 
@@ -104,6 +105,14 @@ def reporters(iso, ns: str) -> set[str]:
     return {e.get("reportingInstance") for e in json.loads(out)["items"]}
 
 
+def events(iso, ns: str, reason: str) -> list[dict]:
+    """The Events with `reason` about the namespace (in `default`, see reporters)."""
+    out = iso.cluster.kubectl("get", "events", "-n", "default", "--field-selector",
+                              f"involvedObject.kind=Namespace,involvedObject.name={ns},reason={reason}",
+                              "-o", "json").stdout
+    return json.loads(out)["items"]
+
+
 def test_labeling_a_namespace_creates_both_managed_policies_and_only_the_leader_writes(iso, ns):
     assert iso.holder() == FIRST
     iso.cluster.kubectl("label", "namespace", ns, f"{LABEL}=all")
@@ -133,6 +142,49 @@ def test_a_managed_policy_deleted_by_hand_is_denied_and_one_deleted_anyway_is_he
                    != before["netpol-guard-allow-dns"]["metadata"]["uid"] and found,
                    REACT, "the deleted policy is created again", describe=iso.logs)
     assert healed["netpol-guard-allow-dns"]["spec"] == before["netpol-guard-allow-dns"]["spec"]
+    restored = until(lambda: events(iso, ns, "IsolationRestored"), REACT, "an IsolationRestored Event",
+                     describe=iso.logs)
+    assert "recreated netpol-guard-allow-dns" in restored[0]["message"]
+    assert LABEL in restored[0]["message"]  # says how to change isolation instead
+
+
+def test_a_hand_edit_that_gets_through_is_reverted_with_an_event(iso, ns):
+    # the controller's own identity passes the webhook (as a stray script with the chart's token would)
+    iso.cluster.kubectl("label", "namespace", ns, f"{LABEL}=all")
+    before = until(lambda: has_both(iso, ns), REACT, "both managed policies exist", describe=iso.logs)
+    narrowed = json.dumps({"spec": {"podSelector": {"matchLabels": {"app": "only-this"}}, "policyTypes": ["Ingress"]}})
+    iso.cluster.kubectl("patch", "networkpolicy", "netpol-guard-default-deny", "-n", ns, "--type=merge", "-p", narrowed,
+                        kubeconfig=iso.cluster.state / "netpol-guard.kubeconfig")
+    want = before["netpol-guard-default-deny"]["spec"]
+    until(lambda: managed(iso, ns)["netpol-guard-default-deny"]["spec"] == want, REACT, "the spec reverted",
+          describe=iso.logs)
+    reverted = until(lambda: events(iso, ns, "IsolationRestored"), REACT, "an IsolationRestored Event",
+                     describe=iso.logs)
+    assert "reverted netpol-guard-default-deny" in reverted[0]["message"]
+
+
+def test_a_namespace_created_with_the_label_gets_its_policies(iso):
+    name = f"iso-{uuid.uuid4().hex[:6]}"
+    iso.cluster.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {LABEL: "egress"}}}))
+    try:
+        found = until(lambda: has_both(iso, name), REACT, "both managed policies exist", describe=iso.logs)
+        assert found["netpol-guard-default-deny"]["spec"]["policyTypes"] == ["Egress"]
+    finally:
+        iso.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_changing_the_mode_from_all_to_ingress_drops_the_dns_allowance_and_says_so(iso, ns):
+    iso.cluster.kubectl("label", "namespace", ns, f"{LABEL}=all")
+    until(lambda: has_both(iso, ns), REACT, "both managed policies exist", describe=iso.logs)
+    iso.cluster.kubectl("label", "namespace", ns, "--overwrite", f"{LABEL}=ingress")
+    until(lambda: set(managed(iso, ns)) == {"netpol-guard-default-deny"}, REACT, "the DNS allowance removed",
+          describe=iso.logs)
+    until(lambda: managed(iso, ns)["netpol-guard-default-deny"]["spec"]["policyTypes"] == ["Ingress"], REACT,
+          "default-deny now ingress only", describe=iso.logs)
+    updated = until(lambda: events(iso, ns, "IsolationUpdated"), REACT, "an IsolationUpdated Event",
+                    describe=iso.logs)
+    assert f"{LABEL}=ingress" in updated[0]["message"]
 
 
 def test_a_hand_edit_of_a_managed_policy_is_denied_by_the_webhook(iso, ns):
@@ -149,12 +201,21 @@ def test_a_hand_edit_of_a_managed_policy_is_denied_by_the_webhook(iso, ns):
     iso.cluster.kubectl("label", "networkpolicy", "netpol-guard-default-deny", "-n", ns, "team=platform")
 
 
-def test_removing_the_label_removes_the_managed_policies(iso, ns):
+def test_removing_the_label_removes_the_managed_policies_and_keeps_the_teams_own(iso, ns):
+    team = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "team-policy", "namespace": ns},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    iso.cluster.kubectl("apply", "-f", "-", input=json.dumps(team))
     iso.cluster.kubectl("label", "namespace", ns, f"{LABEL}=all")
     until(lambda: has_both(iso, ns), REACT, "both managed policies exist", describe=iso.logs)
     res = iso.cluster.kubectl("label", "namespace", ns, f"{LABEL}-")
     until(lambda: not managed(iso, ns), REACT, "the managed policies are gone", describe=iso.logs)
     assert res.returncode == 0
+    left = iso.cluster.kubectl("get", "networkpolicies", "-n", ns, "-o", "name").stdout.split()
+    assert left == ["networkpolicy.networking.k8s.io/team-policy"]
+    removed = until(lambda: events(iso, ns, "IsolationRemoved"), REACT, "an IsolationRemoved Event",
+                    describe=iso.logs)
+    assert "label" in removed[0]["message"]
 
 
 def test_the_standby_takes_over_within_the_lease_duration_when_the_leader_is_killed(iso, ns):
@@ -179,3 +240,14 @@ def test_the_standby_takes_over_within_the_lease_duration_when_the_leader_is_kil
     assert set(found) == {"netpol-guard-default-deny"}  # ingress only: no DNS allowance needed
     until(lambda: reporters(iso, ns) == {SECOND}, REACT, "the new leader reports it",
           describe=lambda: f"reporters: {reporters(iso, ns)}\n{iso.logs()}")
+
+
+def test_a_controller_stopped_by_sigterm_hands_the_lease_back(iso):
+    """Runs after the takeover: the new leader, stopped as a pod is (SIGTERM), releases the Lease
+    at once (no replica has to wait out the lease duration) and exits 0."""
+    second = iso.controllers[SECOND]
+    assert iso.holder() == SECOND
+    second.stop(timeout=30)
+    assert second.popen.returncode == 0, second.log_tail()
+    assert f"campaigning for Lease {NAMESPACE}/{LEASE} as {SECOND}" in second.log_tail(100000)
+    assert iso.holder() == "", "the Lease still names a holder"

@@ -191,6 +191,16 @@ class AgentProcess:
         log.info("%s stopped (pod agent, exit code %s)", _roles(self.options), p.exitcode)
 
 
+def forget_inherited_children() -> None:
+    """Clear multiprocessing's set of child processes in a freshly forked process (its parent's
+    children are not its own). multiprocessing keeps no public API for this; its own forked
+    children reset the same module-level set (multiprocessing.process._bootstrap)."""
+    import multiprocessing.process
+    children = getattr(multiprocessing.process, "_children", None)
+    if isinstance(children, set):
+        children.clear()
+
+
 def _roles(options: AgentOptions) -> str:
     roles = [name for name, on in (("isolation controller", options.controller),
                                    ("certificate manager", options.certificates)) if on]
@@ -221,6 +231,7 @@ class WebhookServer(BaseApplication):
             "keyfile": o.placeholder[1] if o.placeholder else o.key,
             "ca_certs": o.client_ca,
             "ssl_context": self._ssl_context,
+            "post_fork": self._post_fork,
             "worker_exit": self._worker_exit,
             "when_ready": self._when_ready,
             "on_exit": self._on_exit,
@@ -242,6 +253,14 @@ class WebhookServer(BaseApplication):
     def _on_exit(self, server) -> None:  # master
         if self.controller is not None:
             self.controller.stop()
+
+    def _post_fork(self, server, worker) -> None:  # worker, right after the fork
+        # The fork copied multiprocessing's record of the master's children, which holds the
+        # pod agent; at exit multiprocessing would join every child in it, and joining the
+        # agent from a worker fails ("AssertionError: can only join a child process", a
+        # traceback per worker at every stop). The agent is the master's to stop, so the
+        # worker forgets it, as multiprocessing does itself in the children it forks.
+        forget_inherited_children()
 
     def _worker_exit(self, server, worker) -> None:  # worker
         try:

@@ -9,7 +9,13 @@ state costs one open watch per collection and no other requests. Failure handlin
   diffed against the cache and only real differences are reported;
 - errors back off exponentially (with jitter, capped) so an outage is not a busy loop;
 - relist() (the periodic resync) forces a fresh list, which heals a cache that missed
-  an event for any reason.
+  an event for any reason;
+- our own writes go into the cache at once (store/forget). A list answered before such a
+  write but applied after it would undo it - the controller would then see its new policy
+  gone and create it again (a 409 each time). So what we wrote while a list was in flight is
+  kept unless the list shows a newer state of that object (compared by resourceVersion as
+  an integer, as client-go's MutationCache does; when either is not an integer the list
+  wins, as before). The watch that follows the list brings the write's own event anyway.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import json
 import logging
 import random
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from webhook.cluster.watching import ResourceKind, WatchGone, WatchStream
@@ -50,6 +57,8 @@ class Informer:
         self._thread: Optional[threading.Thread] = None
         self.relists = 0
         self.errors = 0
+        # key -> what we wrote while a list was in flight (None: not listing); see the module doc
+        self._written_while_listing: Optional[dict[Key, _Write]] = None
 
     # ---- cache access ------------------------------------------------------------------
 
@@ -68,12 +77,18 @@ class Informer:
     def store(self, obj: dict) -> None:
         """Record the result of our own write at once, so the next reconcile does not act on
         the state before it (the watch event that follows carries the same object)."""
+        key = self._key_of(obj)
         with self._lock:
-            self._cache[self._key_of(obj)] = obj
+            self._cache[key] = obj
+            if self._written_while_listing is not None:
+                self._written_while_listing[key] = _Write(obj, _int_rv(obj))
 
     def forget(self, key: Key) -> None:
+        """Record that we deleted `key` (the object as our cache last had it is what we deleted)."""
         with self._lock:
-            self._cache.pop(key, None)
+            gone = self._cache.pop(key, None)
+            if self._written_while_listing is not None:
+                self._written_while_listing[key] = _Write(None, _int_rv(gone))
 
     @property
     def synced(self) -> bool:
@@ -127,6 +142,29 @@ class Informer:
 
     def _list(self) -> str:
         self._relist.clear()
+        with self._lock:
+            self._written_while_listing = {}
+        try:
+            items, rv = self._list_pages()
+        except BaseException:
+            with self._lock:
+                self._written_while_listing = None
+            raise
+        with self._lock:
+            written, self._written_while_listing = self._written_while_listing or {}, None
+            # in one critical section with the swap: no write of ours slips in between
+            fresh = _keep_newer_writes({self._key_of(o): o for o in items}, written, _int(rv))
+            old, self._cache = self._cache, fresh
+        self.relists += 1
+        for key in set(old) | set(fresh):
+            before, after = old.get(key), fresh.get(key)
+            if _rv(before) != _rv(after):
+                self._on_change(key, before, after)
+        self._synced.set()
+        return rv
+
+    def _list_pages(self) -> tuple[list[dict], str]:
+        """All pages of one list: (items, the list's resourceVersion)."""
         items: list[dict] = []
         token = None
         while True:
@@ -143,18 +181,7 @@ class Informer:
             items.extend(body.get("items") or [])
             token = (body.get("metadata") or {}).get("continue")
             if not token:
-                rv = (body.get("metadata") or {}).get("resourceVersion") or ""
-                break
-        fresh = {self._key_of(o): o for o in items}
-        with self._lock:
-            old, self._cache = self._cache, fresh
-        self.relists += 1
-        for key in set(old) | set(fresh):
-            before, after = old.get(key), fresh.get(key)
-            if _rv(before) != _rv(after):
-                self._on_change(key, before, after)
-        self._synced.set()
-        return rv
+                return items, (body.get("metadata") or {}).get("resourceVersion") or ""
 
     def _watch_from(self, rv: str) -> None:
         while not self._stop.is_set() and not self._relist.is_set():
@@ -187,6 +214,42 @@ class Informer:
             finally:
                 self._stream = None
                 stream.close()
+
+
+@dataclass(frozen=True)
+class _Write:
+    obj: Optional[dict]  # what we stored; None: we deleted it
+    rv: Optional[int]  # the stored object's resourceVersion, or that of the object we deleted
+
+
+def _keep_newer_writes(listed: dict, written: dict, list_rv: Optional[int]) -> dict:
+    """The listed objects, with our writes made while the list was in flight put back where the
+    list predates them. Without integer resourceVersions to compare, the list wins."""
+    for key, w in written.items():
+        seen = listed.get(key)
+        if w.obj is not None:
+            # created or updated: ours unless the list shows this object at a later version
+            # (or, not showing it, was taken after our write: deleted since by someone else)
+            newer_than = _int_rv(seen) if seen is not None else list_rv
+            if w.rv is not None and newer_than is not None and w.rv > newer_than:
+                listed[key] = w.obj
+        elif seen is not None:
+            # deleted: the list shows it still there - the version we deleted, or an older one
+            seen_rv = _int_rv(seen)
+            if w.rv is not None and seen_rv is not None and seen_rv <= w.rv:
+                del listed[key]
+    return listed
+
+
+def _int(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _int_rv(obj: Optional[dict]) -> Optional[int]:
+    return _int(_rv(obj))
 
 
 def _rv(obj: Optional[dict]) -> Optional[str]:
