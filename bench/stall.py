@@ -9,7 +9,7 @@
 2. Baseline: valid reviews (examples/admission/create-allowed.json), each on a FRESH TLS
    connection, sent open-loop at --rate per second for --duration seconds; latency counts
    from the scheduled send time, so a stalled server is not hidden by a waiting client.
-3. Attack: opens --stalled connections, the five kinds in turn (KINDS below), and keeps
+3. Attack: opens --stalled connections, the six kinds in turn (KINDS below), and keeps
    that many open: every connection the server closes is replaced by a new one of the
    same kind. Meanwhile the prober sends valid reviews as in 2.
 4. Reports: connections held during the attack (min and median of 1 s samples), p50 /
@@ -50,7 +50,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU, CLIENT_CPU = "1", "0"
-KINDS = ("handshake-byte", "tls-silent", "partial-headers", "partial-body", "short-body")
+KINDS = ("handshake-byte", "tls-silent", "partial-headers", "partial-body", "short-body", "unread-answers")
+# unread-answers: whole requests pipelined (GET /metrics, a few KB of answer each for 36
+# bytes asked) on a connection with a small receive buffer that never reads: the answers
+# fill every buffer on the way, and the server's writes would wait on the client.
+UNREAD = "unread-answers"
+UNREAD_REQUESTS = 1000
+UNREAD_RCVBUF = 4096
 REVIEW = REPO / "examples" / "admission" / "create-allowed.json"
 CLOSE_WAIT_AFTER = 15.0
 # The attacker's own TLS work shares CPU 0 with the prober; in a cluster the attacker and
@@ -67,7 +73,11 @@ def review_request(body: bytes, host: str = "localhost") -> bytes:
 def open_stalled(kind: str, port: int, ctx: ssl.SSLContext, body: bytes, timeout: float = 10.0) -> socket.socket:
     """One connection to 127.0.0.1:port that stops part-way, as `kind` says; returned
     non-blocking (an SSLSocket once the handshake was done)."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if kind == UNREAD:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UNREAD_RCVBUF)  # before connect
+    raw.settimeout(timeout)
+    raw.connect(("127.0.0.1", port))
     if kind == "handshake-byte":
         raw.sendall(b"\x16")  # the first byte of a TLS record (handshake), then nothing
         raw.setblocking(False)
@@ -81,10 +91,23 @@ def open_stalled(kind: str, port: int, ctx: ssl.SSLContext, body: bytes, timeout
         tls.sendall(request[:head_end + len(body) // 2])
     elif kind == "short-body":  # a complete JSON body, but Content-Length promises 100 bytes more
         tls.sendall(request.replace(b"Content-Length: %d" % len(body), b"Content-Length: %d" % (len(body) + 100)))
+    elif kind == UNREAD:
+        tls.sendall(stall_payload(kind, body))
     elif kind != "tls-silent":
         raise ValueError(f"unknown stall kind {kind!r}")
     tls.setblocking(False)
     return tls
+
+
+TCP_CLOSED_STATES = (7, 8)  # TCP_CLOSE (after a reset), TCP_CLOSE_WAIT (after a FIN): linux/tcp_states.h
+
+
+def closed_without_reading(sock: socket.socket) -> bool:
+    """Has the server closed (or reset) a connection whose answers we must not read?"""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in TCP_CLOSED_STATES
+    except OSError:
+        return True
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -203,7 +226,8 @@ def stall_payload(kind: str, body: bytes) -> bytes:
     return {"tls-silent": b"", "partial-headers": request[:head_end - 30],
             "partial-body": request[:head_end + len(body) // 2],
             "short-body": request.replace(b"Content-Length: %d" % len(body),
-                                          b"Content-Length: %d" % (len(body) + 100))}[kind]
+                                          b"Content-Length: %d" % (len(body) + 100)),
+            UNREAD: b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" * UNREAD_REQUESTS}[kind]
 
 
 class Attack:
@@ -223,6 +247,7 @@ class Attack:
         self.payloads = {k: stall_payload(k, self.body) for k in kinds if k != "handshake-byte"}
         self.sel = selectors.DefaultSelector()
         self.open: dict[socket.socket, tuple[str, float]] = {}  # stalled: kind, since
+        self.unread: set[socket.socket] = set()  # stalled UNREAD ones: polled, never read
         self.opening: dict[socket.socket, tuple[str, float]] = {}  # connecting or in the handshake
         self.closed: list[tuple[str, float]] = []  # (kind, seconds from stall to close)
         self.open_errors = 0
@@ -233,6 +258,8 @@ class Attack:
             kind = self.kinds[self.opened % len(self.kinds)]
             self.opened += 1
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if kind == UNREAD:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UNREAD_RCVBUF)  # before connect
             sock.setblocking(False)
             err = sock.connect_ex(("127.0.0.1", self.port))
             if err not in (0, errno.EINPROGRESS):
@@ -251,7 +278,19 @@ class Attack:
     def _stalled(self, sock: socket.socket, kind: str) -> None:
         self.opening.pop(sock, None)
         self.open[sock] = (kind, time.monotonic())
-        self.sel.register(sock, selectors.EVENT_READ, "stalled")
+        if kind == UNREAD:
+            self.unread.add(sock)  # its answers keep it readable: watched by its TCP state
+        else:
+            self.sel.register(sock, selectors.EVENT_READ, "stalled")
+
+    def _gone(self, sock: socket.socket) -> None:
+        kind, since = self.open.pop(sock)
+        self.closed.append((kind, time.monotonic() - since))
+        if kind == UNREAD:
+            self.unread.discard(sock)
+        else:
+            self.sel.unregister(sock)
+        sock.close()
 
     def _handshake(self, sock: ssl.SSLSocket, kind: str) -> None:
         try:
@@ -282,10 +321,7 @@ class Attack:
             sock, what = key.fileobj, key.data
             if what == "stalled":
                 if closed_by_peer(sock):
-                    kind, since = self.open.pop(sock)
-                    self.closed.append((kind, time.monotonic() - since))
-                    self.sel.unregister(sock)
-                    sock.close()
+                    self._gone(sock)
             elif what == "connecting":
                 kind = self.opening[sock][0]
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
@@ -309,6 +345,8 @@ class Attack:
                 self._handshake(tls, kind)
             elif what == "handshake":
                 self._handshake(sock, self.opening[sock][0])
+        for sock in [s for s in self.unread if closed_without_reading(s)]:
+            self._gone(sock)
         now = time.monotonic()
         for sock, (_, since) in list(self.opening.items()):
             if now - since > self.OPEN_TIMEOUT:
@@ -336,6 +374,7 @@ class Attack:
             sock.close()
         self.open.clear()
         self.opening.clear()
+        self.unread.clear()
 
 
 def rss_mb(pid: int) -> float:

@@ -17,12 +17,14 @@ import signal
 import socket
 import ssl
 import struct
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from bench.stall import KINDS, closed_by_peer, open_stalled, review_request
+from bench.stall import KINDS, UNREAD, closed_by_peer, closed_without_reading, open_stalled, review_request
 from tests.server_fixture import client_context, module_server_factory  # noqa: F401 (fixture)
 from tests.server_fixture import serve  # noqa: F401 (fixture)
 from webhook.admission import transport
@@ -31,6 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 REVIEW = (REPO / "examples" / "admission" / "create-allowed.json").read_bytes()
 ARGS = ["--cluster", "examples/cluster", "--workers", "1", "--threads", "2"]
 PER_KIND = 4  # 20 stalled connections against 2 request threads
+SENDING_KINDS = [k for k in KINDS if k != UNREAD]  # stalled while sending (UNREAD: while reading)
+# What the API server waits for an answer (the chart's default): a review answered later fails.
+API_SERVER_WAITS = yaml.safe_load((REPO / "charts" / "netpol-guard" / "values.yaml").read_text())["webhook"]["timeoutSeconds"]
 # Generous bound for "the server closed it" (its deadlines are 5 s; the speed target, 10 s
 # at 1,000 connections, is the benchmark's: python -m bench stall).
 CLOSED_WITHIN = 20.0
@@ -71,8 +76,8 @@ def read_answer(sock: ssl.SSLSocket) -> tuple[int, dict, bytes]:
     return int(lines[0].split(" ", 2)[1]), headers, body[:length]
 
 
-def valid_review_on_new_connection(server) -> dict:
-    with tls_connection(server) as sock:
+def valid_review_on_new_connection(server, timeout: float = 10.0) -> dict:
+    with tls_connection(server, timeout) as sock:
         sock.sendall(review_request(REVIEW))
         status, _, body = read_answer(sock)
     assert status == 200, body
@@ -89,7 +94,7 @@ def test_stalled_connections_neither_stop_reviews_nor_stay_open(server):
     ctx = client_context(server.certs.ca)
     stalled = []
     for _ in range(PER_KIND):
-        for kind in KINDS:
+        for kind in SENDING_KINDS:
             stalled.append((kind, open_stalled(kind, server.port, ctx, REVIEW), time.monotonic()))
     try:
         # Reviews on fresh connections are answered while all of them are held (the old
@@ -113,6 +118,70 @@ def test_stalled_connections_neither_stop_reviews_nor_stay_open(server):
     finally:
         for _, sock, _ in stalled:
             sock.close()
+    assert server.alive()
+
+
+def send_queues(port: int) -> list[int]:
+    """Bytes the kernel holds unsent on each established connection of the server's port
+    (/proc/net/tcp's tx_queue on the server's side)."""
+    queues = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                queues.append(int(fields[4].split(":")[0], 16))
+    return queues
+
+
+def keep_asking(sock: ssl.SSLSocket, requests: bytes) -> threading.Thread:
+    """Send more pipelined requests on `sock` from a thread, until they are sent or the
+    connection fails (the server stops reading while its answers wait, then resets it)."""
+    def send():
+        try:
+            sock.settimeout(CLOSED_WITHIN)
+            sock.sendall(requests)
+        except (OSError, ValueError):
+            pass
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_clients_that_read_no_answers_neither_stop_reviews_nor_pile_up_memory(server):
+    """Clients that pipeline requests (GET /metrics, a few KB of answer each) and read
+    nothing: the old worker's request threads blocked writing their answers, 10 s per
+    connection, and a review waited for them (far longer than the API server waits)."""
+    ctx = client_context(server.certs.ca)
+    unread = [open_stalled(UNREAD, server.port, ctx, REVIEW) for _ in range(4)]  # 2 per request thread
+    # more than any buffer on the way takes, autotuned or not (~10 MB of answers each)
+    senders = [keep_asking(sock, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3000) for sock in unread]
+    try:
+        time.sleep(1.0)  # the server writes until the buffers on the way are full
+        # The kernel holds a bounded part of the unread answers per connection (left to
+        # autotuning it held 1-2.3 MB each, memory charged to the pod's cgroup).
+        queued = send_queues(server.port)
+        assert len(queued) >= len(unread) and max(queued) <= 256 * 1024, queued
+        # Reviews for 8 s (on the old worker the buffers on the way took 1-5 s to fill, then
+        # every review waited ~8 s); each must come back within what the API server waits.
+        for _ in range(16):
+            answer = valid_review_on_new_connection(server, timeout=API_SERVER_WAITS)
+            assert answer["response"]["allowed"] is True
+            time.sleep(0.5)
+        # The server gives up on them and resets them.
+        give_up = time.monotonic() + CLOSED_WITHIN
+        while time.monotonic() < give_up and not all(closed_without_reading(s) for s in unread):
+            time.sleep(0.2)
+        assert all(closed_without_reading(s) for s in unread), f"still open after {CLOSED_WITHIN} s"
+    finally:
+        for sock in unread:
+            sock.close()
+        for thread in senders:
+            thread.join(CLOSED_WITHIN)
+    assert valid_review_on_new_connection(server)["response"]["allowed"] is True
     assert server.alive()
 
 

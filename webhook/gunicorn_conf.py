@@ -17,8 +17,9 @@ Python objects. These are the defaults; --workers and --threads override the fir
   measured throughput (docs/benchmarks.md, "Stalled connections").
 - Connection deadlines (transport.py): TLS handshake 5 s from accept; a request (head and
   body) 5 s from the end of the handshake or from its first byte on a kept-alive
-  connection (then 408); idle between requests up to keepalive (below); a write to a
-  client that does not read 10 s. Stalled connections are closed within ~5.5 s (the
+  connection (then 408); idle between requests up to keepalive (below); an answer the
+  client does not read is sent by the I/O loop, not a request thread, and the connection
+  reset if it is not taken within 5 s. Stalled connections are closed within ~5.5 s (the
   deadlines are checked every 0.25 s), well inside the API server's timeoutSeconds;
   a review the API server sends arrives in far less than 5 s.
 - worker_connections 2048 per worker (the soft file-descriptor limit is raised to fit):
@@ -184,6 +185,8 @@ def settings(workers: int | None = None, threads: int | None = None) -> dict:
         "backlog": BACKLOG,
         "worker_connections": worker_connections(),
         "max_requests": 0,
+        # answers are written through DeadlineWorker's AnswerSink, never with sendfile()
+        "sendfile": False,
         "preload_app": False,
         "logconfig_dict": LOGCONFIG,
         "accesslog": None,

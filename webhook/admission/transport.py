@@ -21,11 +21,13 @@ thread), non-blocking, under per-connection deadlines:
 
 Only a request whose bytes are all buffered goes to a request thread, with the bytes put
 in front of gunicorn's own parser (so parsing and the WSGI environ are gunicorn's, as
-before), so a request thread never waits on a client. The socket it writes the answer to
-has a THREAD_IO_TIMEOUT, so a client that does not read its answer cannot hold a thread
-either. A connection past its deadline gets a 408 (JSON, like every error from the
-server) when it had sent part of a request, and is closed; the deadlines are checked
-every SWEEP_INTERVAL.
+before), so a request thread never waits on a client to send. Nor to read: the thread
+writes the answer without blocking, and what the socket does not take at once (a client
+that does not read its answers - four of them had held every request thread for 10 s
+each, over and over) is handed to the I/O loop, which sends it as the client reads and
+closes the connection if the answer is not taken within ANSWER_TIMEOUT. A connection past
+its deadline gets a 408 (JSON, like every error from the server) when it had sent part
+of a request, and is closed; the deadlines are checked every SWEEP_INTERVAL.
 
 Bounds: at most ``worker_connections`` connections per worker (gunicorn's setting; when
 it is reached, the connection that has waited longest without a whole request is closed
@@ -48,6 +50,7 @@ import json
 import selectors
 import socket
 import ssl
+import struct
 import time
 from datetime import datetime
 from functools import partial
@@ -61,7 +64,14 @@ from gunicorn.workers.gthread import ThreadWorker
 
 HANDSHAKE_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 5.0
-THREAD_IO_TIMEOUT = 10.0
+ANSWER_TIMEOUT = 5.0  # from the first answer byte the socket did not take to the last
+WRITE_CHUNK = 16 * 1024  # one TLS record
+# The kernel's send buffer per connection (it doubles the figure for its bookkeeping).
+# Left to autotuning, a client that pipelines requests and reads none of the answers made
+# the kernel hold ~2.3 MB of them per connection - memory charged to the pod's cgroup, so
+# a few hundred such connections could get the pod OOM-killed. An answer is rarely more
+# than a few KB; the rest of a larger one waits in conn.out under ANSWER_TIMEOUT.
+SEND_BUFFER = 64 * 1024
 CLOSE_LINGER = 2.0
 STOP_KEEPALIVE_LINGER = 2.0
 SWEEP_INTERVAL = 0.25
@@ -75,7 +85,7 @@ MAX_CHUNK_LINE = 4096
 CLOSE_DRAIN_MAX = 64 * 1024
 
 # connection states
-HANDSHAKE, READING, IDLE, BUSY, CLOSING = "handshake", "reading", "idle", "busy", "closing"
+HANDSHAKE, READING, IDLE, BUSY, WRITING, CLOSING = "handshake", "reading", "idle", "busy", "writing", "closing"
 
 
 class Scan:
@@ -197,9 +207,40 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+class AnswerSink:
+    """What gunicorn's Response writes to in a request thread, instead of the socket.
+
+    It sends without blocking; whatever the socket does not take at once is queued on the
+    connection (``conn.out``) for the I/O loop, so a client that does not read cannot hold
+    a request thread. Once something is queued everything after it is queued too, in
+    order. A TLS write that wanted to wait is retried by the loop with the same bytes at
+    the start of the buffer (OpenSSL requires that; Python allows the buffer to move)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: "Conn"):
+        self.conn = conn
+
+    def sendall(self, data) -> None:
+        conn = self.conn
+        view = memoryview(data).cast("B")
+        while view and not conn.out:
+            try:
+                sent = conn.sock.send(view[:WRITE_CHUNK])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+                break
+            view = view[sent:]
+        if view:
+            conn.out += view
+
+    def send(self, data) -> int:  # gunicorn's "100 Continue"
+        self.sendall(data)
+        return len(data)
+
+
 class Conn:
     __slots__ = ("sock", "client", "server", "parser", "state", "deadline", "pending", "scan",
-                 "events", "callback", "close_after", "eof", "closed", "drained")
+                 "events", "callback", "close_after", "eof", "closed", "drained", "out", "keep", "sink")
 
     def __init__(self, sock, client, server, max_body: int):
         self.sock, self.client, self.server = sock, client, server
@@ -214,6 +255,9 @@ class Conn:
         self.eof = False
         self.closed = False
         self.drained = 0
+        self.out = bytearray()  # answer bytes the socket has not taken yet (see AnswerSink)
+        self.keep = False  # whether to keep the connection once out is sent
+        self.sink = AnswerSink(self)
 
 
 class DeadlineWorker(ThreadWorker):
@@ -280,6 +324,9 @@ class DeadlineWorker(ThreadWorker):
                 self._count_stalled()
                 self._reject(conn, 408, "request-timeout",
                              f"the request was not received in full within {REQUEST_TIMEOUT:g} s", quiet=True)
+            elif conn.state == WRITING:
+                self._count_stalled()  # its client did not read its answer
+                self._close(conn, reset=True)
             else:  # a handshake that did not finish, a silent new connection, a linger
                 if conn.state != CLOSING:
                     self._count_stalled()
@@ -310,6 +357,7 @@ class DeadlineWorker(ThreadWorker):
                     continue
                 raise
             client_sock.setblocking(False)
+            client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             if client_sock.family in (socket.AF_INET, socket.AF_INET6):
                 client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Conn(client_sock, client_addr, listener.getsockname(), self.max_body)
@@ -336,7 +384,7 @@ class DeadlineWorker(ThreadWorker):
         whole request (or, failing that, the longest idle one) to make room. Stalled clients
         cannot fill the worker and leave the API server waiting in the listen backlog."""
         victim = None
-        for states in ((HANDSHAKE, READING, CLOSING), (IDLE,)):
+        for states in ((HANDSHAKE, READING, WRITING, CLOSING), (IDLE,)):
             for conn in self.conns:
                 if conn.state in states and (victim is None or conn.deadline < victim.deadline):
                     victim = conn
@@ -356,9 +404,10 @@ class DeadlineWorker(ThreadWorker):
         """Stalled connections are logged as a count at most every STALL_REPORT_INTERVAL,
         not one line each: an attack must not flood the log."""
         if self._stalled and now - self._stalled_reported >= STALL_REPORT_INTERVAL:
-            self.log.warning("closed %d connections that stalled before sending a whole request "
-                             "(TLS handshake within %g s, request within %g s) in the last %.0f s",
-                             self._stalled, HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, now - self._stalled_reported)
+            self.log.warning("closed %d connections that stalled before sending a whole request or "
+                             "taking its answer (TLS handshake within %g s, request within %g s, answer "
+                             "within %g s) in the last %.0f s", self._stalled, HANDSHAKE_TIMEOUT,
+                             REQUEST_TIMEOUT, ANSWER_TIMEOUT, now - self._stalled_reported)
             self._stalled, self._stalled_reported = 0, now
         elif not self._stalled:
             self._stalled_reported = now - STALL_REPORT_INTERVAL  # the next one is reported at once
@@ -374,6 +423,8 @@ class DeadlineWorker(ThreadWorker):
             self._handshake(conn)
         elif conn.state in (READING, IDLE):
             self._read(conn)
+        elif conn.state == WRITING:
+            self._write(conn)
         elif conn.state == CLOSING:
             self._linger(conn)
 
@@ -468,6 +519,35 @@ class DeadlineWorker(ThreadWorker):
             keep = False
         if conn.closed:
             return
+        if conn.out:  # the client has not read all of it yet: the loop sends the rest
+            self.buffered += len(conn.out)
+            conn.keep = keep
+            conn.state, conn.deadline = WRITING, time.monotonic() + ANSWER_TIMEOUT
+            self._write(conn)
+            return
+        self._answered(conn, keep)
+
+    def _write(self, conn: Conn) -> None:
+        """Send what the socket takes of a queued answer (non-blocking); go on once it is out."""
+        while conn.out:
+            try:
+                sent = conn.sock.send(conn.out[:WRITE_CHUNK])
+            except (ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+                self._want(conn, selectors.EVENT_WRITE)
+                return
+            except ssl.SSLWantReadError:
+                self._want(conn, selectors.EVENT_READ)
+                return
+            except (ssl.SSLError, OSError) as e:
+                self.log.debug("connection from %s failed while taking its answer: %s", conn.client, e)
+                self._close(conn)
+                return
+            del conn.out[:sent]
+            self.buffered -= sent
+        self._answered(conn, conn.keep)
+
+    def _answered(self, conn: Conn, keep: bool) -> None:
+        """The whole answer is out: close, or serve the next request on the connection."""
         if not keep or conn.close_after:
             self._close_gracefully(conn)
             return
@@ -501,7 +581,6 @@ class DeadlineWorker(ThreadWorker):
         self.buffered -= len(conn.pending)
         conn.pending = bytearray()
         try:
-            conn.sock.setblocking(False)
             conn.sock.shutdown(socket.SHUT_WR)
         except (ssl.SSLError, OSError, ValueError):
             self._close(conn)
@@ -544,13 +623,23 @@ class DeadlineWorker(ThreadWorker):
                 pass
             conn.events = 0
 
-    def _close(self, conn: Conn) -> None:
+    def _close(self, conn: Conn, reset: bool = False) -> None:
+        """Close (reset: with an RST, so the kernel drops the unsent answer at once instead
+        of holding it in an orphaned socket while it probes a client that reads nothing)."""
         if conn.closed:
             return
+        if reset:
+            try:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
         conn.closed = True
         self._unwant(conn)
         self.buffered -= len(conn.pending)
         conn.pending = bytearray()
+        if conn.state == WRITING:
+            self.buffered -= len(conn.out)
+        conn.out = bytearray()
         try:
             conn.sock.close()
         except OSError:
@@ -562,24 +651,10 @@ class DeadlineWorker(ThreadWorker):
     def _serve(self, conn: Conn) -> bool:
         """Answer one request whose bytes are all buffered; whether to keep the connection.
 
-        The socket's mode is switched here, not in the I/O loop: each switch (like every
-        system call) lets go of the GIL, and taking it back while a request thread runs the
-        app can cost the loop up to the 5 ms switch interval - for every connection it
-        serves, not only this one (with the switches in the loop, the ceiling app's p99 at
-        300 reviews/s was above gthread's in 6 of 6 paired runs; level after)."""
-        keep = False
-        try:
-            conn.sock.settimeout(THREAD_IO_TIMEOUT)
-            keep = self._answer(conn)
-        finally:
-            if keep:
-                try:
-                    conn.sock.setblocking(False)  # back to the I/O loop
-                except OSError:
-                    keep = False
-        return keep
-
-    def _answer(self, conn: Conn) -> bool:
+        The socket stays non-blocking: the request's bytes are buffered, and the answer goes
+        through conn.sink, which queues what the socket does not take for the I/O loop. (No
+        mode switches either: each system call lets go of the GIL, and taking it back while
+        a request thread runs the app can cost the loop up to the 5 ms switch interval.)"""
         req = None
         try:
             req = next(conn.parser)
@@ -592,22 +667,19 @@ class DeadlineWorker(ThreadWorker):
             close = not self.alive and not self._whole_request_pending(conn)
             keep = self._respond(req, conn, close)
             # The app may have left part of the body unread; it is buffered, so this does
-            # not wait on the client.
-            return bool(keep) and not conn.close_after and conn.parser.finish_body(
-                deadline=time.monotonic() + THREAD_IO_TIMEOUT)
+            # not touch the socket.
+            return bool(keep) and not conn.close_after and conn.parser.finish_body()
         except StopIteration:
             return False
         except herrors.NoMoreData as e:
             self.log.debug("client closed the connection mid-request: %s", e)
-        except (socket.timeout, TimeoutError):
-            self.log.debug("client %s did not take its answer within %s s", conn.client, THREAD_IO_TIMEOUT)
         except ssl.SSLError as e:
             self.log.debug("TLS error from %s: %s", conn.client, e)
         except OSError as e:
-            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF, errno.EAGAIN):
                 self.log.exception("socket error answering %s", conn.client)
         except Exception as e:  # noqa: BLE001 - gunicorn's parser errors: a JSON 4xx
-            self.handle_error(req, conn.sock, conn.client, e)
+            self.handle_error(req, conn.sink, conn.client, e)
         return False
 
     def _whole_request_pending(self, conn: Conn) -> bool:
@@ -621,7 +693,7 @@ class DeadlineWorker(ThreadWorker):
         try:
             self.cfg.pre_request(self, req)
             started = datetime.now()
-            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+            resp, environ = wsgi.create(req, conn.sink, conn.client, conn.server, self.cfg)
             environ["wsgi.multithread"] = True
             self.nr += 1
             if self.nr >= self.max_requests:
