@@ -9,7 +9,8 @@
 2. Baseline: valid reviews (examples/admission/create-allowed.json), each on a FRESH TLS
    connection, sent open-loop at --rate per second for --duration seconds; latency counts
    from the scheduled send time, so a stalled server is not hidden by a waiting client.
-3. Attack: opens --stalled connections, the six kinds in turn (KINDS below), and keeps
+3. Attack: opens --stalled connections, the --kinds in turn (default: the five of KINDS
+   below, those of issue 13; ALL_KINDS adds unread-answers), and keeps
    that many open: every connection the server closes is replaced by a new one of the
    same kind. Meanwhile the prober sends valid reviews as in 2.
 4. Reports: connections held during the attack (min and median of 1 s samples), p50 /
@@ -50,11 +51,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU, CLIENT_CPU = "1", "0"
-KINDS = ("handshake-byte", "tls-silent", "partial-headers", "partial-body", "short-body", "unread-answers")
-# unread-answers: whole requests pipelined (GET /metrics, a few KB of answer each for 36
+KINDS = ("handshake-byte", "tls-silent", "partial-headers", "partial-body", "short-body")
+# unread-answers: whole requests pipelined (GET /metrics, a few KB of answer each for 43
 # bytes asked) on a connection with a small receive buffer that never reads: the answers
-# fill every buffer on the way, and the server's writes would wait on the client.
+# fill every buffer on the way, and the server's writes would wait on the client. Not in
+# the default mix: to hold such a connection the server renders answers until the
+# buffers are full (~40 here), so holding many of them is a request flood as much as a
+# stall - measured on its own (--kinds unread-answers).
 UNREAD = "unread-answers"
+ALL_KINDS = KINDS + (UNREAD,)
 UNREAD_REQUESTS = 1000
 UNREAD_RCVBUF = 4096
 REVIEW = REPO / "examples" / "admission" / "create-allowed.json"
@@ -169,7 +174,7 @@ def _probe(port: int, ca: str, rate: float, duration: float, out: str) -> None: 
         pass
     ctx = client_context(ca)
     body = REVIEW.read_bytes()
-    latencies, failures, phases = [], [], []
+    latencies, failures, phases, late = [], [], [], []
     start = time.monotonic()
     n = int(rate * duration)
     for i in range(n):
@@ -177,6 +182,7 @@ def _probe(port: int, ca: str, rate: float, duration: float, out: str) -> None: 
         delay = scheduled - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        late.append(time.monotonic() - scheduled)  # the prober itself, before it sends
         try:
             valid_review(port, ctx, body, timeout=10.0, phases=phases)
             latencies.append(time.monotonic() - scheduled)
@@ -185,7 +191,7 @@ def _probe(port: int, ca: str, rate: float, duration: float, out: str) -> None: 
         if time.monotonic() - start > duration + 30:
             failures.append(f"gave up: {n - i - 1} reviews not sent")
             break
-    Path(out).write_text(json.dumps({"latencies": latencies, "failures": failures, "phases": phases}))
+    Path(out).write_text(json.dumps({"latencies": latencies, "failures": failures, "phases": phases, "late": late}))
 
 
 def probe(port: int, ca: str, rate: float, duration: float) -> dict:
@@ -216,7 +222,9 @@ def summarize(result: dict) -> dict:
     return {"answered": len(lat), "failed": len(result["failures"]), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "max_ms": round(lat[-1] * 1000, 1) if lat else None, "failures": result["failures"][:5],
             # where the slowest review spent its time: connect, TLS handshake, answer (ms)
-            "slowest_phases_ms": [round(x * 1000, 1) for x in slowest] if slowest else None}
+            "slowest_phases_ms": [round(x * 1000, 1) for x in slowest] if slowest else None,
+            # how late the prober started its latest send (its own CPU share, not the server)
+            "prober_late_max_ms": round(max(result.get("late") or [0]) * 1000, 1)}
 
 
 def stall_payload(kind: str, body: bytes) -> bytes:
@@ -562,11 +570,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=20.0, help="valid reviews per second (fresh connections)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help=f"comma-separated stall kinds, in turn (of: {', '.join(ALL_KINDS)})")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--side-by-side", metavar="REV", help="compare throughput and CPU per review with git REV")
     p.add_argument("--rounds", type=int, default=6, help="--side-by-side: rounds of concurrent load")
     p.add_argument("--seconds", type=float, default=10.0, help="--side-by-side: seconds per load")
     args = p.parse_args(argv)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in ALL_KINDS]
+    if unknown or not kinds:
+        p.error(f"--kinds: unknown kind(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(ALL_KINDS)}")
     if args.side_by_side:
         result = side_by_side(args.side_by_side, args.rounds, args.seconds)
         summary = {k: v for k, v in result.items() if k not in ("rounds", "latency")}
@@ -584,13 +598,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="bench-stall-")
     proc, port, ca = start_server(workdir, args.workers, args.threads)
     out: dict = {"stalled_target": args.stalled, "rate": args.rate, "duration": args.duration,
-                 "kinds": list(KINDS), "fd_limit": fds}
+                 "kinds": list(kinds), "fd_limit": fds}
     try:
         time.sleep(1.0)
         out["rss_mb_before"] = rss_mb(proc.pid)
         out["baseline"] = summarize(probe_result(probe(port, ca, args.rate, args.duration)))
 
-        attack = Attack(port, ca, args.stalled)
+        attack = Attack(port, ca, args.stalled, kinds)
         os.nice(ATTACKER_NICE)  # after the server and the baseline prober were started
         t0 = time.monotonic()
         while len(attack.open) < args.stalled and time.monotonic() - t0 < 120:
@@ -617,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_s": round(statistics.median(closes), 2) if closes else None,
             "p99_s": round(closes[min(len(closes) - 1, int(0.99 * len(closes)))], 2) if closes else None,
             "max_s": round(closes[-1], 2) if closes else None,
-            "by_kind_max_s": {k: round(max((t for kk, t in attack.closed if kk == k), default=0), 2) for k in KINDS},
+            "by_kind_max_s": {k: round(max((t for kk, t in attack.closed if kk == k), default=0), 2) for k in kinds},
             "open_errors": attack.open_errors,
         }
         attack.close_all()
