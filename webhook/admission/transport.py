@@ -237,6 +237,10 @@ class AnswerSink:
         self.sendall(data)
         return len(data)
 
+    @staticmethod
+    def gettimeout() -> float:  # gunicorn's write_nonblock (its own error pages) asks
+        return 0.0
+
 
 class Conn:
     __slots__ = ("sock", "client", "server", "parser", "state", "deadline", "pending", "scan",
