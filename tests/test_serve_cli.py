@@ -75,3 +75,19 @@ def test_without_cluster_or_kubeconfig_serve_says_how_to_run(tmp_path, tls):
                                            "KUBERNETES_SERVICE_HOST": ""})
     assert result.returncode == 2
     assert "--cluster PATH" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_invalid_admin_network_policy_in_the_snapshot_exits_2_naming_it(tmp_path, tls):
+    bad = tmp_path / "anp.yaml"
+    bad.write_text("apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n"
+                   "metadata: {name: too-high}\nspec:\n  priority: 5000\n  subject: {namespaces: {}}\n")
+    result = run_serve(["--cluster", "examples/cluster", "--cluster", str(bad), *tls_args(tls)])
+    assert result.returncode == 2, result.stderr
+    assert str(bad) in result.stderr and "too-high" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_snapshot_holds_its_admin_network_policies():
+    from webhook.cluster.source import SnapshotSource
+    source = SnapshotSource([str(REPO / "examples" / "cluster"), str(REPO / "examples" / "admin-policies")])
+    names = sorted(p.name for p in source.view.admin_policies())
+    assert "cluster-dns" in names and len(names) == source.admin_policies >= 3, names

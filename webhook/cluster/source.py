@@ -100,6 +100,12 @@ class SnapshotSource(StaticSource):
                 snap.view.upsert_policy(result.policy)
             else:  # the API server would not hold it, so it is not part of the cluster
                 self.invalid_policies.append(f"{doc.file}:{doc.line}")
+        # Admin network policies (ANP, BANP, ClusterNetworkPolicy) are checked and held as
+        # lint and simulate hold them, so an invalid one fails serve at start-up (exit 2)
+        # instead of being dropped without a word; the live cache follows them likewise.
+        from webhook.cluster.admin_policies import add_admin_policies
+        add_admin_policies(snap.view, snap.admin_policy_docs)
+        self.admin_policies = len(snap.view.admin_policies())
         self.kinds = dict(snap.kinds)
         self.skipped = list(snap.skipped)  # (file, why): in a directory, holding no Kubernetes object
         super().__init__(snap.view)
