@@ -9,6 +9,7 @@ request threads) answered nothing while they stayed open.
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -283,6 +284,36 @@ def test_a_chunked_body_cut_off_is_a_400_not_a_500(server):
     assert not error_records(server)
 
 
+def chunked_review(body: bytes, chunks: int) -> bytes:
+    size = -(-len(body) // chunks)
+    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    encoded = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
+    return (b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + encoded + b"0\r\n\r\n")
+
+
+def test_a_body_in_many_chunks_costs_what_the_same_body_costs(server):
+    # A 2 MiB review (padded with JSON whitespace) in 4,000 chunks: gunicorn's chunked reader,
+    # handed the whole request at once, copied the rest of it for every chunk (quadratic:
+    # seconds of CPU; 221 KB in 1-byte chunks took 41 s). Now it reads it piece by piece.
+    body = REVIEW.rstrip() + b" " * (2 * 1024 * 1024)
+    before = server.cpu_seconds()
+    with tls_connection(server) as sock:
+        sock.sendall(chunked_review(body, transport.MAX_CHUNKS - 96))
+        status, _, answer = read_answer(sock)
+    assert status == 200 and json.loads(answer)["response"]["allowed"] is True, answer[:300]
+    used = server.cpu_seconds() - before
+    assert used < 1.0, f"{used:.2f} s of CPU for one 2 MiB review"
+
+
+def test_a_body_in_more_chunks_than_the_limit_is_refused(server):
+    with tls_connection(server) as sock:
+        sock.sendall(chunked_review(b" " * (transport.MAX_CHUNKS + 1), transport.MAX_CHUNKS + 1))
+        status, _, answer = read_answer(sock)
+    assert status == 400 and json.loads(answer)["error"]["reason"] == "too-many-chunks", answer
+    assert valid_review_on_new_connection(server)["response"]["allowed"] is True
+
+
 def test_a_body_shorter_than_its_content_length_then_eof_is_a_400(server):
     with tls_connection(server) as sock:
         sock.sendall(review_request(REVIEW).replace(b"Content-Length: %d" % len(REVIEW),
@@ -379,11 +410,9 @@ WebhookServer(ServeOptions(config=DEFAULT, source=EmptySource(), cert=cert, key=
 """
 
 
-def test_a_full_worker_makes_room_by_closing_the_longest_stalled_connection(tmp_path):
-    # worker_connections 8, 20 connections that sent one byte of a handshake: the worker
-    # closes the oldest stalled ones to take new connections (plain gthread stopped
-    # accepting at the limit, and new connections waited in the listen backlog until a
-    # stalled one timed out), so most are closed well before their 5 s deadline.
+@contextlib.contextmanager
+def small_server(tmp_path):
+    """A real server whose worker takes 8 connections (worker_connections), answering."""
     import subprocess
     import sys
     from tests.server_fixture import free_port, make_certs
@@ -397,17 +426,36 @@ def test_a_full_worker_makes_room_by_closing_the_longest_stalled_connection(tmp_
     class Target:  # what the helpers above need of a server
         pass
     target = Target()
-    target.port, target.certs = port, certs
+    target.port, target.certs, target.log = port, certs, tmp_path / "serve.log"
     try:
         give_up = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert proc.poll() is None, target.log.read_text()
             try:
                 valid_review_on_new_connection(target)
                 break
             except (OSError, AssertionError):
-                assert time.monotonic() < give_up, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < give_up, target.log.read_text()
                 time.sleep(0.2)
+        yield target
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+
+
+def test_a_full_worker_makes_room_by_closing_the_longest_stalled_connection(tmp_path):
+    # worker_connections 8, 20 connections that sent one byte of a handshake: the worker
+    # closes the oldest stalled ones to take new connections (plain gthread stopped
+    # accepting at the limit, and new connections waited in the listen backlog until a
+    # stalled one timed out), so most are closed well before their 5 s deadline.
+    with small_server(tmp_path) as target:
+        port, certs = target.port, target.certs
         ctx = client_context(certs.ca)
         sel = selectors.DefaultSelector()
         opened = {}
@@ -429,15 +477,47 @@ def test_a_full_worker_makes_room_by_closing_the_longest_stalled_connection(tmp_
         assert early >= 12, f"only {early} of 20 were closed before their deadline"
         # one warning line with the count, not a line per connection
         give_up = time.monotonic() + 5
-        while "connections that stalled" not in (tmp_path / "serve.log").read_text():
+        while "connections that stalled" not in target.log.read_text():
             assert time.monotonic() < give_up, "no summary of the stalled connections in the log"
             time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
+
+
+def test_idle_kept_alive_connections_at_the_limit_do_not_lock_out_new_ones(tmp_path):
+    # 7 idle kept-alive connections and worker_connections 8: the old worker, looking for
+    # room before it knew whether anyone was waiting, closed the newcomer itself (its
+    # handshake counted as "stalled"), so every new connection was reset.
+    with small_server(tmp_path) as target:
+        idle = []
+        try:
+            for _ in range(7):
+                sock = tls_connection(target)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert read_answer(sock)[0] == 200
+                idle.append(sock)
+            for _ in range(3):
+                assert valid_review_on_new_connection(target)["response"]["allowed"] is True
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_a_request_its_client_stopped_waiting_for_is_not_judged(server):
+    # The API server says how long it waits (?timeout=3s). A review that waited longer (here
+    # the worker is stopped for 1.5 s with a request for 1 s on the way) gets a quick 503
+    # instead of being judged for nobody while the reviews behind it wait.
+    (worker,) = server.worker_pids()
+    with tls_connection(server) as sock:
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            request = review_request(REVIEW).replace(b"POST /validate ", b"POST /validate?timeout=1s ", 1)
+            sock.sendall(request)
+            time.sleep(1.5)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        status, _, body = read_answer(sock)
+    assert status == 503 and json.loads(body)["error"]["reason"] == "too-late", body
+    assert valid_review_on_new_connection(server)["response"]["allowed"] is True
+    give_up = time.monotonic() + 2 * transport.STALL_REPORT_INTERVAL
+    while not any("without judging them" in r.get("message", "") for r in server.log_records()):
+        assert time.monotonic() < give_up, "no warning about requests answered too late"
+        time.sleep(0.2)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import selectors
 import socket
 import ssl
@@ -59,6 +60,7 @@ from typing import Optional
 from gunicorn import http
 from gunicorn import sock as gsock
 from gunicorn.http import errors as herrors
+from gunicorn.http.unreader import Unreader
 from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -82,6 +84,24 @@ BUFFER_BUDGET_MIN = 64 * 1024 * 1024
 READ_SIZE = 64 * 1024  # a TLS record is at most 16 KiB; larger reads only allocate more
 ACCEPT_BURST = 64
 MAX_CHUNK_LINE = 4096
+# A chunked body in more chunks than this is refused (400): framing each chunk costs the
+# I/O loop ~1 us, and a 3 MiB body in 1-byte chunks would be 3 million of them. Clients
+# that stream (Go's included) write chunks of kilobytes; the API server sends a length.
+MAX_CHUNKS = 4096
+# gunicorn's parser is given the buffered request at most FEED_PIECE bytes at a time (or as
+# much as it says it still wants of a body, up to FEED_MAX): it assumes socket-sized reads,
+# and handed a whole request at once its chunked-body reader copied the rest of the
+# request for every chunk - a 40 KB body in 1-byte chunks cost 0.7 s of CPU, 221 KB 41 s.
+FEED_PIECE = 8 * 1024
+FEED_MAX = 1024 * 1024
+# A request that waited for a request thread longer than its client waits is not judged:
+# the API server says how long it waits (?timeout=3s on every webhook call); without it,
+# the longest timeout a webhook configuration allows.
+LONGEST_CLIENT_TIMEOUT = 30.0
+# At worker_connections a connection counts as stalled (and is closed first to make room)
+# once it has spent this long in a handshake or a partial request; younger ones are
+# clients still on their way.
+STALLED_AFTER = 1.0
 CLOSE_DRAIN_MAX = 64 * 1024
 
 # connection states
@@ -113,6 +133,7 @@ class Scan:
         self.length: Optional[int] = None  # Content-Length, or None for chunked
         self.chunk_pos = 0  # chunked: where the next chunk-size line starts
         self.decoded = 0  # chunked: body bytes in the complete chunks before chunk_pos
+        self.chunks = 0  # chunked: complete chunks before chunk_pos
 
     def step(self, buf: bytearray):
         if self.body_start is None:
@@ -192,6 +213,11 @@ class Scan:
             self.decoded += size
             if self.decoded > self.max_body:
                 return self.HEAD_ONLY, len(buf)
+            self.chunks += 1
+            if self.chunks > MAX_CHUNKS:
+                return self.REJECT, (400, "too-many-chunks",
+                                     f"a chunked body of more than {MAX_CHUNKS} chunks; send it in larger "
+                                     "chunks or with a Content-Length")
             pos = data_start + size + 2
 
 
@@ -205,6 +231,39 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode("latin-1") + body
+
+
+class FeedUnreader(Unreader):
+    """Where gunicorn's parser reads a request from: the bytes the I/O loop buffered (never
+    the socket), handed out FEED_PIECE at a time, or as much as the parser says it still
+    wants of a body up to FEED_MAX (see FEED_PIECE for why not all at once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.data = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+
+    def chunk(self, size_hint=None) -> bytes:
+        size = min(max(size_hint or 0, FEED_PIECE), FEED_MAX)
+        piece = bytes(self.data[:size])
+        del self.data[:size]  # from the front of a bytearray: no copy of the rest
+        return piece
+
+
+def client_timeout(query: str) -> float:
+    """Seconds the client waits, from the ?timeout= the API server puts on webhook calls
+    (a Go duration: 3s, 1m0s, 500ms); LONGEST_CLIENT_TIMEOUT when absent or unreadable."""
+    match = re.search(r"(?:^|&)timeout=([0-9a-z.]{1,32})(?:&|$)", query or "")
+    if not match:
+        return LONGEST_CLIENT_TIMEOUT
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+    parts = re.fullmatch(r"(?:[0-9]+(?:\.[0-9]+)?(?:h|ms|m|s|us|ns))+", match.group(1))
+    if not parts:
+        return LONGEST_CLIENT_TIMEOUT
+    total = sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|ns)", match.group(1)))
+    return min(total, LONGEST_CLIENT_TIMEOUT) if total > 0 else LONGEST_CLIENT_TIMEOUT
 
 
 class AnswerSink:
@@ -243,14 +302,16 @@ class AnswerSink:
 
 
 class Conn:
-    __slots__ = ("sock", "client", "server", "parser", "state", "deadline", "pending", "scan",
-                 "events", "callback", "close_after", "eof", "closed", "drained", "out", "keep", "sink")
+    __slots__ = ("sock", "client", "server", "parser", "state", "deadline", "since", "pending", "scan",
+                 "events", "callback", "close_after", "eof", "closed", "drained", "out", "keep", "sink",
+                 "held", "queued_at")
 
     def __init__(self, sock, client, server, max_body: int):
         self.sock, self.client, self.server = sock, client, server
         self.parser = None
         self.state = HANDSHAKE
         self.deadline: Optional[float] = None
+        self.since = 0.0  # when the connection entered its state
         self.pending = bytearray()
         self.scan = Scan(max_body)
         self.events = 0
@@ -262,6 +323,12 @@ class Conn:
         self.out = bytearray()  # answer bytes the socket has not taken yet (see AnswerSink)
         self.keep = False  # whether to keep the connection once out is sent
         self.sink = AnswerSink(self)
+        self.held = 0  # bytes of the request handed to a request thread, still in the budget
+        self.queued_at = 0.0  # when the request being answered started to arrive
+
+    def enter(self, state: str, now: float, timeout: Optional[float]) -> None:
+        self.state, self.since = state, now
+        self.deadline = None if timeout is None else now + timeout
 
 
 class DeadlineWorker(ThreadWorker):
@@ -275,6 +342,7 @@ class DeadlineWorker(ThreadWorker):
         self.budget = max(BUFFER_BUDGET_MIN, 4 * self.max_body)
         self._accept_paused_until = 0.0
         self._stalled, self._stalled_reported = 0, time.monotonic()
+        self._late = 0  # requests not judged because their client had given up (request threads count)
 
     # --- the loop ---------------------------------------------------------------------
     def run(self):
@@ -339,12 +407,15 @@ class DeadlineWorker(ThreadWorker):
     # --- connections ------------------------------------------------------------------
     def accept(self, listener):
         for _ in range(ACCEPT_BURST):
-            if self.nr_conns >= self.worker_connections and not self._evict():
-                # Every connection has a request being answered: accept again shortly
-                # (the listener stays readable; not pausing would spin).
-                self._accept_paused_until = time.monotonic() + SWEEP_INTERVAL
-                self.set_accept_enabled(False)
-                return
+            victim = None
+            if self.nr_conns >= self.worker_connections:
+                victim = self._victim(time.monotonic())
+                if victim is None:
+                    # Every connection has a request being answered: accept again shortly
+                    # (the listener stays readable; not pausing would spin).
+                    self._accept_paused_until = time.monotonic() + SWEEP_INTERVAL
+                    self.set_accept_enabled(False)
+                    return
             try:
                 client_sock, client_addr = listener.accept()
             except BlockingIOError:
@@ -364,11 +435,15 @@ class DeadlineWorker(ThreadWorker):
             client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             if client_sock.family in (socket.AF_INET, socket.AF_INET6):
                 client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if victim is not None:  # only now that a client is really waiting
+                if victim.state != IDLE:
+                    self._count_stalled()
+                self._close(victim)
             conn = Conn(client_sock, client_addr, listener.getsockname(), self.max_body)
             conn.callback = partial(self._on_event, conn)
+            now = time.monotonic()
             self.nr_conns += 1
             self.conns.add(conn)
-            now = time.monotonic()
             if self.cfg.is_ssl:
                 try:
                     conn.sock = gsock.ssl_context(self.cfg).wrap_socket(
@@ -378,47 +453,57 @@ class DeadlineWorker(ThreadWorker):
                     self.log.error("TLS not available for a new connection: %s", e)
                     self._close(conn)
                     continue
-                conn.state, conn.deadline = HANDSHAKE, now + HANDSHAKE_TIMEOUT
+                conn.enter(HANDSHAKE, now, HANDSHAKE_TIMEOUT)
             else:
                 self._start_reading(conn, now)
             self._want(conn, selectors.EVENT_READ)
 
-    def _evict(self) -> bool:
-        """At worker_connections: close the connection that has waited longest without a
-        whole request (or, failing that, the longest idle one) to make room. Stalled clients
-        cannot fill the worker and leave the API server waiting in the listen backlog."""
+    def _victim(self, now: float) -> Optional[Conn]:
+        """The connection to close when the worker holds worker_connections and a client is
+        waiting to connect: the one stalled longest (a handshake, a partial request or an
+        unread answer for STALLED_AFTER or more), else the one idle longest. Stalled clients
+        cannot fill the worker and leave the API server waiting in the listen backlog, and
+        clients holding idle kept-alive connections cannot lock out new ones (a connection
+        still in its first second is not taken for stalled: it was the newcomer that got
+        closed when 2,047 idle connections were held)."""
         victim = None
-        for states in ((HANDSHAKE, READING, WRITING, CLOSING), (IDLE,)):
+        stalled = now - STALLED_AFTER
+        for eligible in (lambda c: c.state in (HANDSHAKE, READING, WRITING, CLOSING) and c.since <= stalled,
+                         lambda c: c.state == IDLE):
             for conn in self.conns:
-                if conn.state in states and (victim is None or conn.deadline < victim.deadline):
+                if eligible(conn) and (victim is None or conn.since < victim.since):
                     victim = conn
             if victim is not None:
                 break
-        if victim is None:
-            return False  # every connection is being answered
-        if victim.state != IDLE:
-            self._count_stalled()
-        self._close(victim)
-        return True
+        return victim  # None: every connection is being answered or has just arrived
 
     def _count_stalled(self) -> None:
         self._stalled += 1
 
     def _report_stalled(self, now: float) -> None:
-        """Stalled connections are logged as a count at most every STALL_REPORT_INTERVAL,
-        not one line each: an attack must not flood the log."""
-        if self._stalled and now - self._stalled_reported >= STALL_REPORT_INTERVAL:
+        """Stalled connections (and requests answered too late) are logged as counts at most
+        every STALL_REPORT_INTERVAL, not one line each: an attack must not flood the log."""
+        if not (self._stalled or self._late):
+            self._stalled_reported = now - STALL_REPORT_INTERVAL  # the next one is reported at once
+            return
+        if now - self._stalled_reported < STALL_REPORT_INTERVAL:
+            return
+        if self._stalled:
             self.log.warning("closed %d connections that stalled before sending a whole request or "
                              "taking its answer (TLS handshake within %g s, request within %g s, answer "
                              "within %g s) in the last %.0f s", self._stalled, HANDSHAKE_TIMEOUT,
                              REQUEST_TIMEOUT, ANSWER_TIMEOUT, now - self._stalled_reported)
-            self._stalled, self._stalled_reported = 0, now
-        elif not self._stalled:
-            self._stalled_reported = now - STALL_REPORT_INTERVAL  # the next one is reported at once
+        if self._late:
+            late, self._late = self._late, 0  # request threads add to it; a lost count is harmless
+            self.log.warning("answered %d requests 503 without judging them in the last %.0f s: they waited "
+                             "for a request thread longer than their client waits (the worker is "
+                             "overloaded)", late, now - self._stalled_reported)
+        self._stalled, self._stalled_reported = 0, now
 
     def _start_reading(self, conn: Conn, now: float) -> None:
-        conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.state, conn.deadline = READING, now + REQUEST_TIMEOUT
+        conn.parser = http.get_parser(self.cfg, (), conn.client)
+        conn.parser.unreader = FeedUnreader()
+        conn.enter(READING, now, REQUEST_TIMEOUT)
 
     def _on_event(self, conn: Conn, _fileobj) -> None:
         if conn.closed:
@@ -466,7 +551,7 @@ class DeadlineWorker(ThreadWorker):
                 conn.eof = True
                 break
             if conn.state == IDLE:
-                conn.state, conn.deadline = READING, time.monotonic() + REQUEST_TIMEOUT
+                conn.enter(READING, time.monotonic(), REQUEST_TIMEOUT)
             conn.pending += data
             self.buffered += len(data)
             if self.buffered > self.budget:
@@ -504,15 +589,18 @@ class DeadlineWorker(ThreadWorker):
         return True
 
     def _dispatch(self, conn: Conn, end: int) -> None:
-        data = bytes(conn.pending[:end])
+        conn.parser.unreader.feed(conn.pending[:end])
         del conn.pending[:end]
-        self.buffered -= end
+        # Still counted in the budget until a request thread is done with it: requests
+        # waiting for a thread are held in memory too (100 queued 3 MiB bodies took a
+        # worker to 675 MB when only partly received ones counted).
+        conn.held = end
         conn.scan.reset()
-        unreader = conn.parser.unreader
-        unreader.buf.seek(0, 2)
-        unreader.buf.write(data)
         self._unwant(conn)
-        conn.state, conn.deadline = BUSY, None
+        # How long its client has been waiting, at least: since the handshake ended or the
+        # request's first byte came (a client's timeout starts before it connects).
+        conn.queued_at = conn.since
+        conn.enter(BUSY, time.monotonic(), None)
         fut = self.tpool.submit(self._serve, conn)
         fut.add_done_callback(lambda f: self.method_queue.defer(self._served, conn, f))
 
@@ -521,12 +609,14 @@ class DeadlineWorker(ThreadWorker):
             keep = bool(fut.result()) if not fut.cancelled() else False
         except Exception:  # noqa: BLE001 - _serve handles its own; a cancelled pool at exit
             keep = False
+        self.buffered -= conn.held
+        conn.held = 0
         if conn.closed:
             return
         if conn.out:  # the client has not read all of it yet: the loop sends the rest
             self.buffered += len(conn.out)
             conn.keep = keep
-            conn.state, conn.deadline = WRITING, time.monotonic() + ANSWER_TIMEOUT
+            conn.enter(WRITING, time.monotonic(), ANSWER_TIMEOUT)
             self._write(conn)
             return
         self._answered(conn, keep)
@@ -557,9 +647,9 @@ class DeadlineWorker(ThreadWorker):
             return
         now = time.monotonic()
         linger = self.cfg.keepalive if self.alive else min(self.cfg.keepalive, STOP_KEEPALIVE_LINGER)
-        conn.state, conn.deadline = IDLE, now + linger
+        conn.enter(IDLE, now, linger)
         if conn.pending:  # a pipelined request, already (partly) here
-            conn.state, conn.deadline = READING, now + REQUEST_TIMEOUT
+            conn.enter(READING, now, REQUEST_TIMEOUT)
             if self._advance(conn):
                 return
         if conn.eof:
@@ -589,7 +679,7 @@ class DeadlineWorker(ThreadWorker):
         except (ssl.SSLError, OSError, ValueError):
             self._close(conn)
             return
-        conn.state, conn.deadline = CLOSING, time.monotonic() + CLOSE_LINGER
+        conn.enter(CLOSING, time.monotonic(), CLOSE_LINGER)
         self._want(conn, selectors.EVENT_READ)
 
     def _linger(self, conn: Conn) -> None:
@@ -664,6 +754,15 @@ class DeadlineWorker(ThreadWorker):
             req = next(conn.parser)
             if conn.close_after:
                 req.must_close = True
+            waited = time.monotonic() - conn.queued_at
+            if waited > client_timeout(req.query):
+                # Its client has given up (the API server counts it as failed): judging it
+                # now would only delay the reviews queued behind it.
+                self._late += 1
+                conn.sink.sendall(error_response(
+                    503, "too-late", f"the request came {waited:.1f} s ago, longer than its client waits "
+                    "(the server is overloaded); it was not judged"))
+                return False
             # While draining, a connection closes after its answer - unless the client has
             # already sent its next request (pipelined): that one was received, so it is
             # answered too (then the last answer closes). The poller does not touch
