@@ -94,7 +94,7 @@ MAX_CHUNKS = 4096
 # request for every chunk - a 40 KB body in 1-byte chunks cost 0.7 s of CPU, 221 KB 41 s.
 FEED_PIECE = 8 * 1024
 FEED_MAX = 1024 * 1024
-# A request that waited for a request thread longer than its client waits is not judged:
+# A request that came longer ago than its client waits is not judged (503 too-late):
 # the API server says how long it waits (?timeout=3s on every webhook call); without it,
 # the longest timeout a webhook configuration allows.
 LONGEST_CLIENT_TIMEOUT = 30.0
@@ -495,9 +495,9 @@ class DeadlineWorker(ThreadWorker):
                              REQUEST_TIMEOUT, ANSWER_TIMEOUT, now - self._stalled_reported)
         if self._late:
             late, self._late = self._late, 0  # request threads add to it; a lost count is harmless
-            self.log.warning("answered %d requests 503 without judging them in the last %.0f s: they waited "
-                             "for a request thread longer than their client waits (the worker is "
-                             "overloaded)", late, now - self._stalled_reported)
+            self.log.warning("answered %d requests 503 without judging them in the last %.0f s: they came "
+                             "longer ago than their client waits (the worker is overloaded)",
+                             late, now - self._stalled_reported)
         self._stalled, self._stalled_reported = 0, now
 
     def _start_reading(self, conn: Conn, now: float) -> None:
