@@ -88,6 +88,7 @@ class SnapshotSource(StaticSource):
     """
 
     def __init__(self, paths: Iterable[str]) -> None:
+        from webhook.bounded_text import shown_path
         from webhook.cluster.files import load_snapshot
         from webhook.policy.parse import parse_policy
 
@@ -99,7 +100,7 @@ class SnapshotSource(StaticSource):
             if result.policy is not None:
                 snap.view.upsert_policy(result.policy)
             else:  # the API server would not hold it, so it is not part of the cluster
-                self.invalid_policies.append(f"{doc.file}:{doc.line}")
+                self.invalid_policies.append(f"{shown_path(doc.file)}:{doc.line}")  # printed
         self.kinds = dict(snap.kinds)
         self.skipped = list(snap.skipped)  # (file, why): in a directory, holding no Kubernetes object
         super().__init__(snap.view)

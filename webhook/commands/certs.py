@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from webhook import certs
+    from webhook.bounded_text import shown_path
     from webhook.cli import UsageError
 
     try:
@@ -45,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         paths = certs.write_bundle(bundle, args.out, force=args.force)
     except FileExistsError as exc:
-        raise UsageError(f"{exc.args[0]} already exists; not overwriting it (use --force to replace)") from None
+        raise UsageError(f"{shown_path(exc.args[0])} already exists; not overwriting it (use --force to replace)"
+                         ) from None
     except OSError as exc:
-        raise UsageError(f"cannot write into {args.out}: {exc.strerror} ({exc.filename or args.out})") from None
+        raise UsageError(f"cannot write into {shown_path(args.out)}: {exc.strerror} "
+                         f"({shown_path(exc.filename or args.out)})") from None
 
     cert = bundle.serving_cert()
     print(f"wrote {paths[certs.CA_FILE]}, {paths[certs.CERT_FILE]}, {paths[certs.KEY_FILE]} (mode 0600)")

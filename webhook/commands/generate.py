@@ -96,6 +96,7 @@ _GENERATED_MAX_BYTES = 4 * 1024 * 1024
 def _write(out: str, content: dict[str, str]) -> None:
     """Write the files into DIR without following a symlink anyone planted there (at a
     file's name or at a temporary name): webhook.safewrite."""
+    from webhook.bounded_text import shown_path
     from webhook.cli import UsageError
     from webhook.generate.policies import MANAGED_BY_VALUE
     from webhook.generate.render import KUSTOMIZATION, SCRIPT
@@ -117,4 +118,4 @@ def _write(out: str, content: dict[str, str]) -> None:
         for name, text in content.items():
             replace_file(os.path.join(out, name), text.encode("utf-8"), 0o755 if name == SCRIPT else 0o644)
     except OSError as exc:
-        raise UsageError(f"{out}: cannot write: {exc.strerror}") from None
+        raise UsageError(f"{shown_path(out)}: cannot write: {exc.strerror}") from None
