@@ -162,3 +162,27 @@ def test_the_junit_report_is_well_formed_with_control_characters_in_a_name(odd_n
     root = ET.fromstring(result.stdout)
     names = [case.get("name") for case in root.iter("testcase")]
     assert names == ["shop/evil\\x1b]0;pwned\\x07\\x1b[2Jname"]
+
+
+# --- simulate --dot (F13) ----------------------------------------------------------------------
+
+def test_simulate_dot_replaces_a_planted_symlink_instead_of_writing_through_it(tmp_path):
+    (tmp_path / "victim").write_text("SECRET\n")
+    (tmp_path / "m.dot").symlink_to("victim")
+    result = run_cli(["simulate", "--cluster", CLUSTER, "--port", "8080", "--dot", "m.dot"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "victim").read_text() == "SECRET\n"
+    assert not (tmp_path / "m.dot").is_symlink()
+    assert (tmp_path / "m.dot").read_text().startswith("digraph connectivity {")
+    assert (tmp_path / "m.dot").stat().st_mode & 0o777 == 0o644
+
+
+def test_simulate_dot_still_writes_into_a_pipe(tmp_path):
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as reader:
+        result = subprocess.run([sys.executable, "-m", "webhook", "simulate", "--cluster", CLUSTER, "--port", "8080",
+                                 "--dot", f"/dev/fd/{write}"], cwd=tmp_path, capture_output=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=TIME_LIMIT, pass_fds=(write,))
+        os.close(write)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert reader.read().startswith(b"digraph connectivity {")

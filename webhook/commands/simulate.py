@@ -345,9 +345,9 @@ def _run_matrix(args, engine, src, dst, query) -> int:
     destinations = [dst] if dst is not None else pods
     matrix = compute(engine, sources, destinations, query)
     if args.dot:
-        try:
-            with open(args.dot, "w", encoding="utf-8") as fh:
-                fh.write(render_dot(matrix))
+        from webhook.safewrite import write_output
+        try:  # as generate --out: a symlink planted at FILE is replaced, never written through
+            write_output(args.dot, render_dot(matrix).encode("utf-8"), 0o644)
         except OSError as exc:
             raise UsageError(f"--dot {shown_path(args.dot)}: cannot write: {exc.strerror}") from None
     if args.format == "json":
