@@ -186,3 +186,38 @@ def test_simulate_dot_still_writes_into_a_pipe(tmp_path):
         os.close(write)
         assert result.returncode == 0, result.stderr[-2000:]
         assert reader.read().startswith(b"digraph connectivity {")
+
+
+# --- integer options (F14) ---------------------------------------------------------------------
+
+def test_certs_days_beyond_the_documented_bound_is_a_usage_error(tmp_path):
+    for flag in ("--days", "--ca-days"):
+        result = run_cli(["certs", "--service", "s", "--namespace", "n", "--out", "out", flag, "99999999"], tmp_path)
+        assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "from 1 to 36,500 (100 years), got 99999999" in result.stderr.decode()
+    huge = run_cli(["certs", "--service", "s", "--namespace", "n", "--days", "9" * 22], tmp_path)
+    assert huge.returncode == 2 and b"is not a whole number" in huge.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_certs_at_the_bound_works(tmp_path):
+    result = run_cli(["certs", "--service", "s", "--namespace", "n", "--out", "out", "--days", "36500"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args", [["certs", "--service", "s", "--namespace", "n", "--days"],
+                                  ["certs", "--service", "s", "--namespace", "n", "--ca-days"],
+                                  ["generate", "--map", "m.yaml", "--denied-sample"],
+                                  ["serve", "--dev", "--workers"], ["serve", "--dev", "--threads"],
+                                  ["controller", "--workers"]])
+@pytest.mark.parametrize("value", ["８", "1_0", "٣"])
+def test_integer_options_take_ascii_digits_only(tmp_path, args, value):
+    result = run_cli([*args, value], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    err = result.stderr.decode()
+    assert f"'{value}' is not a whole number (ASCII digits 0-9" in err and "usage:" in err, err
+
+
+def test_every_integer_option_uses_the_shared_type():
+    for path in (REPO / "webhook").rglob("*.py"):
+        assert "type=int" not in path.read_text(), path

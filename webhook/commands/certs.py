@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from webhook.cli import whole_number
+
 NAME = "certs"
 HELP = "write a CA and a TLS serving certificate (ca.crt, tls.crt, tls.key) for the webhook Service"
 DESCRIPTION = """\
@@ -27,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", required=True, metavar="NS", help="the Service's namespace")
     parser.add_argument("--out", default="certs", metavar="DIR",
                         help="directory to write into, created if missing (default: certs)")
-    parser.add_argument("--days", type=int, default=365, metavar="N",
-                        help="validity of the serving certificate in days (default: 365)")
-    parser.add_argument("--ca-days", type=int, default=None, metavar="N",
-                        help="validity of the CA in days (default: 3650, or --days if longer)")
+    parser.add_argument("--days", type=whole_number, default=365, metavar="N",
+                        help="validity of the serving certificate in days, 1 to 36500 (default: 365)")
+    parser.add_argument("--ca-days", type=whole_number, default=None, metavar="N",
+                        help="validity of the CA in days, 1 to 36500 (default: 3650, or --days if longer)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
 
 

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from webhook.cli import whole_number
+
 NAME = "generate"
 HELP = "write default-deny, allow-list, DNS and external-egress policies from a communication map"
 DESCRIPTION = """\
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="write one file per policy, kustomization.yaml and "
                                                 "connectivity-tests.sh into DIR (created if missing)")
     p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML): DNS target, rule severities")
-    p.add_argument("--denied-sample", type=int, default=50, metavar="N",
+    p.add_argument("--denied-sample", type=whole_number, default=50, metavar="N",
                    help="how many flows the map does not allow connectivity-tests.sh probes (default 50)")
 
 

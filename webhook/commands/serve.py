@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 from webhook.bounded_text import quoted, shown, shown_path
+from webhook.cli import whole_number
 
 NAME = "serve"
 HELP = "run the admission webhook (POST /validate, /mutate) under gunicorn over TLS"
@@ -60,10 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="require client certificates signed by this CA (the API server's client cert)")
     p.add_argument("--controller", action="store_true",
                    help="also run the isolation controller (one process beside the workers)")
-    p.add_argument("--workers", type=int, metavar="N", help="gunicorn worker processes (default: one per CPU "
+    p.add_argument("--workers", type=whole_number, metavar="N", help="gunicorn worker processes (default: one per CPU "
                                                           "the container may use - affinity and cgroup CPU "
                                                           "limit - at most 2)")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per worker (default 2)")
+    p.add_argument("--threads", type=whole_number, metavar="N", help="threads per worker (default 2)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for the live cluster view (default: "
                                                         "in-cluster, else $KUBECONFIG / ~/.kube/config)")
 
