@@ -100,7 +100,7 @@ def test_refuses_when_only_one_file_exists_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--service", "Web_Hook", "--namespace", "ns"], "service name 'Web_Hook'"),
     (["--service", "web", "--namespace=ns-"], "namespace name 'ns-'"),
-    (["--service", "web", "--namespace", "ns", "--days", "0"], "at least 1"),
+    (["--service", "web", "--namespace", "ns", "--days", "0"], "from 1 to 36,500"),
     (["--service", "web", "--namespace", "ns", "--days", "400", "--ca-days", "100"], "after the CA expires"),
 ])
 def test_bad_input_is_a_usage_error_with_a_clear_message(tmp_path, capsys, args, message):

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook import safewrite
+from webhook.bounded_text import quoted
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
 # The CA's private key, kept only in the self-managed Secret (the chart does not mount it
@@ -155,9 +156,15 @@ def _utcnow(now: dt.datetime | None) -> dt.datetime:
     return now
 
 
+# 100 years: far past any certificate anyone rotates, and far inside what a date can hold
+# (datetime ends at year 9999; timedelta() of a huge count raises OverflowError).
+MAX_DAYS = 36_500
+
+
 def _check_days(days: int, what: str) -> None:
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise CertificateError(f"{what} must be a whole number of days, at least 1, got {days!r}")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise CertificateError(f"{what} must be a whole number of days from 1 to {MAX_DAYS:,} (100 years), "
+                               f"got {quoted(days)}")
 
 
 def new_private_key() -> ec.EllipticCurvePrivateKey:
@@ -249,6 +256,10 @@ def generate_service_bundle(service: str, namespace: str, days: int = DEFAULT_SE
                             ca_days: int | None = None, now: dt.datetime | None = None) -> TLSBundle:
     """A fresh CA plus a serving certificate for a Service, as PEM."""
     names = service_dns_names(service, namespace)
+    _check_days(days, "certificate validity")  # first: the CA's days default to it
+    # one moment for both, whole seconds as X.509 stores them: a CA of as many days as the
+    # certificate (--days above the CA's default) must not end a few microseconds before it
+    now = _utcnow(now).replace(microsecond=0)
     ca = make_ca(days=ca_days if ca_days is not None else max(DEFAULT_CA_DAYS, days), now=now)
     return TLSBundle.from_pairs(ca, issue_serving_cert(ca, names, days=days, now=now))
 

@@ -25,6 +25,24 @@ class UsageError(Exception):
     """Unusable input or usage: printed as one clear message, exit 2."""
 
 
+# A number on the command line has at most this many digits: enough for any count or day
+# span, and int() of thousands of digits is not something an argument should cost.
+WHOLE_NUMBER_MAX_DIGITS = 18
+
+
+def whole_number(text: str) -> int:
+    """The argparse type of every integer option: ASCII digits, an optional leading minus
+    (the command says which range it takes). int() alone also takes '８' (full-width), '٣',
+    '1_000', ' 5 ' and '+5' - none of them a number anyone meant to type here (Unicode digit
+    strings are not numbers anywhere in netpol-guard)."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > WHOLE_NUMBER_MAX_DIGITS:
+        from webhook.bounded_text import quoted
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number (ASCII digits 0-9, "
+                                         f"at most {WHOLE_NUMBER_MAX_DIGITS})")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 already; keep its format
         self.print_usage(sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from webhook import safeload
-from webhook.bounded_text import MESSAGE_MAX_CHARS, clip
+from webhook.bounded_text import MESSAGE_MAX_CHARS, shown, shown_path
 
 SEVERITIES = ("error", "warning", "info")
 SEVERITY_OVERRIDES = SEVERITIES + ("off",)
@@ -39,8 +39,9 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
     def __str__(self) -> str:
-        # clipped: a problem quotes the file (an unknown key of a megabyte is shown by its start)
-        return "\n".join(f"{self.source}: {clip(p, MESSAGE_MAX_CHARS)}" for p in self.problems)
+        # shown: a problem quotes the file (an unknown key of a megabyte is shown by its start, a
+        # newline in a key does not start a line of its own)
+        return "\n".join(f"{shown_path(self.source)}: {shown(p, MESSAGE_MAX_CHARS)}" for p in self.problems)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 from webhook import __version__
+from webhook.bounded_text import MESSAGE_MAX_CHARS, NAME_MAX_CHARS, escaped, shown, shown_path
 
 FORMATS = ("sarif", "github", "junit")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -43,7 +45,14 @@ def render(fmt: str, findings: Sequence[Finding], summary: Mapping[str, Any], *,
 
 
 def _one_line(f: Finding) -> str:
-    return f"{f['policy']} {f['path']}: {f['message']}"
+    # policy name and field path come from the input: escaped (a name may hold ESC or a newline)
+    return (f"{shown(f['policy'], NAME_MAX_CHARS)} {shown(f['path'], NAME_MAX_CHARS)}: "
+            f"{shown(f['message'], MESSAGE_MAX_CHARS)}")
+
+
+def _fix(f: Finding) -> str:
+    """The fix snippet: its lines kept, anything else that is not printable escaped."""
+    return escaped(f["fix"], keep="\n")
 
 
 # --- SARIF 2.1.0 -----------------------------------------------------------------------------
@@ -133,13 +142,15 @@ def _uri(file: Optional[str]) -> str:
     path = file.replace("\\", "/")
     while path.startswith("./"):
         path = path[2:]
-    return quote(path, safe="/:@-._~")
+    # the name's own bytes, percent-encoded: a name that is not UTF-8 (surrogate-escaped by
+    # os.fsdecode) is still the URI of that file
+    return quote(os.fsencode(path), safe="/:@-._~")
 
 
 def _fingerprint(f: Finding) -> str:
     # Stable while lines move: GitHub matches alerts across commits by this.
     key = "\0".join(str(f.get(k) or "") for k in ("rule", "policy", "path", "file"))
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]  # a file name as its bytes
 
 
 def sarif(findings: Sequence[Finding], summary: Mapping[str, Any], rules: Optional[Iterable[Any]] = None,
@@ -157,7 +168,7 @@ def sarif(findings: Sequence[Finding], summary: Mapping[str, Any], rules: Option
     for f in findings:
         text = _one_line(f)
         if f.get("fix"):
-            text += "\nfix:\n" + f["fix"]
+            text += "\nfix:\n" + _fix(f)
         result: dict[str, Any] = {
             "ruleId": f["rule"],
             "level": _LEVEL.get(f["severity"], "warning"),
@@ -205,12 +216,12 @@ def github(findings: Sequence[Finding], summary: Mapping[str, Any]) -> str:
     for f in findings:
         props = []
         if f.get("file") and f["file"] != "<stdin>":
-            props.append(f"file={_escape_property(f['file'])}")
+            props.append(f"file={_escape_property(shown_path(f['file']))}")
             if f.get("line"):
                 props.append(f"line={int(f['line'])}")
-        title = f"netpol-guard [{f['rule']}] {f['policy']}"
+        title = f"netpol-guard [{f['rule']}] {shown(f['policy'], NAME_MAX_CHARS)}"
         props.append(f"title={_escape_property(title)}")
-        text = _one_line(f) + (f"\nfix:\n{f['fix']}" if f.get("fix") else "")
+        text = _one_line(f) + (f"\nfix:\n{_fix(f)}" if f.get("fix") else "")
         out.append(f"::{_COMMAND.get(f['severity'], 'warning')} {','.join(props)}::{_escape_data(text)}")
     out.append(_summary_line(summary))
     return "\n".join(out) + "\n"
@@ -232,7 +243,9 @@ def junit(findings: Sequence[Finding], summary: Mapping[str, Any], *,
     """One test case per policy (classname: its file, or for a live cluster's policy its
     namespace). A policy with an error-level finding
     fails, as it fails `lint`; warnings and infos go to the case's output. Policies without
-    findings are passing cases when `checked` lists them."""
+    findings are passing cases when `checked` lists them. Names and file names are shown
+    escaped: XML 1.0 has no way to write most control characters, and one makes the whole
+    report unreadable to a CI's parser."""
     cases: dict[tuple[str, str], list[Finding]] = {}
     for policy, file in checked or ():
         cases.setdefault((policy, file or ""), [])
@@ -242,10 +255,10 @@ def junit(findings: Sequence[Finding], summary: Mapping[str, Any], *,
     for (policy, file), fs in cases.items():
         errors = [f for f in fs if f["severity"] == "error"]
         detail = "\n".join(_finding_text(f) for f in fs)
-        classname = file or policy.partition("/")[0] or "netpol-guard"
-        attrs = f"name={quoteattr(policy)} classname={quoteattr(classname)}"
+        classname = shown_path(file) if file else shown(policy.partition("/")[0], NAME_MAX_CHARS) or "netpol-guard"
+        attrs = f"name={quoteattr(shown(policy, NAME_MAX_CHARS))} classname={quoteattr(classname)}"
         if fs and fs[0].get("file") and fs[0].get("line"):
-            attrs += f" file={quoteattr(fs[0]['file'])} line=\"{int(fs[0]['line'])}\""
+            attrs += f" file={quoteattr(shown_path(fs[0]['file']))} line=\"{int(fs[0]['line'])}\""
         inner = ""
         if errors:
             failures += 1
@@ -265,7 +278,7 @@ def junit(findings: Sequence[Finding], summary: Mapping[str, Any], *,
 
 
 def _finding_text(f: Finding) -> str:
-    where = (f["file"] + (f":{f['line']}" if f.get("line") else "")) if f.get("file") \
-        else object_name(resource_of(f))  # from a live cluster
+    where = (shown_path(f["file"]) + (f":{f['line']}" if f.get("line") else "")) if f.get("file") \
+        else shown(object_name(resource_of(f)), NAME_MAX_CHARS)  # from a live cluster
     text = f"{where}: {f['severity']} [{f['rule']}] {_one_line(f)}"
-    return text + (f"\n  fix:\n{f['fix']}" if f.get("fix") else "")
+    return text + (f"\n  fix:\n{_fix(f)}" if f.get("fix") else "")

@@ -60,3 +60,26 @@ def read_own_file(path: str, limit: int) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             return None
         return fh.read(limit)
+
+
+def write_output(path: str, data: bytes, mode: int) -> None:
+    """Write a file the user names for a command's output (`simulate --dot FILE`). A pipe or
+    a terminal already there (`/dev/stdout`, `>(dot -Tsvg)`) is written to; anything else is
+    replaced as replace_file does, so a symlink planted at FILE never leads the write into
+    another file. Opened without O_CREAT or O_TRUNC (a regular file is left as it is until
+    it is replaced) and non-blocking (a FIFO nobody reads is replaced, not waited on)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISCHR(os.fstat(fd).st_mode):
+                os.set_blocking(fd, True)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                return
+        finally:
+            os.close(fd)
+    replace_file(path, data, mode)

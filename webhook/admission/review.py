@@ -13,6 +13,7 @@ from collections.abc import Mapping  # not typing.Mapping: isinstance() against 
 from typing import Any, Literal, Optional
 
 from webhook import safeload
+from webhook.bounded_text import quoted
 from webhook.policy.errors import frozen_record
 
 API_VERSION = "admission.k8s.io/v1"
@@ -20,8 +21,6 @@ KIND = "AdmissionReview"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 JSON_TYPES = ("application/json",)
-# Longest piece of a request quoted back in an error message (the rest is counted).
-QUOTE_MAX_CHARS = 100
 # A decoded body is made of plain dicts: naming dict first answers isinstance() without the
 # ABC machinery (~6x cheaper); any other Mapping is still accepted.
 MAPPING = (dict, Mapping)
@@ -93,21 +92,12 @@ def check_content_type(content_type: Optional[str]) -> None:
     media = (content_type or "").split(";")[0].strip().lower()
     if media not in JSON_TYPES:
         raise BadReview("wrong-content-type",
-                        f"Content-Type must be application/json, got {_shown(content_type or 'none')}")
+                        f"Content-Type must be application/json, got {quoted(content_type or 'none')}")
 
 
 def _kind_name(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _shown(value: Any) -> str:
-    """repr() of a value from the request, clipped: an error message must not echo a
-    megabyte someone put in `kind`."""
-    text = repr(value)
-    if len(text) <= QUOTE_MAX_CHARS:
-        return text
-    return f"{text[:QUOTE_MAX_CHARS]}... ({len(text) - QUOTE_MAX_CHARS} more characters)"
 
 
 def decode(body: bytes) -> Any:
@@ -175,8 +165,8 @@ def _object_shape(obj: Mapping[str, Any], where: str, gvk: GroupVersionKind, uid
     api_version = f"{gvk.group}/{gvk.version}" if gvk.group else gvk.version
     if obj.get("kind") != gvk.kind or obj.get("apiVersion") != api_version:
         raise BadReview("object-kind-mismatch",
-                        f"request.{where} is {_shown(obj.get('apiVersion'))}/{_shown(obj.get('kind'))} but "
-                        f"request.kind says {_shown(api_version + '/' + gvk.kind)}", uid)
+                        f"request.{where} is {quoted(obj.get('apiVersion'))}/{quoted(obj.get('kind'))} but "
+                        f"request.kind says {quoted(api_version + '/' + gvk.kind)}", uid)
     meta = obj.get("metadata")
     if not isinstance(meta, MAPPING):
         raise BadReview("bad-object", f"request.{where}.metadata must be an object, got {_kind_name(meta)}", uid)
@@ -216,10 +206,10 @@ def parse_review(data: Any) -> AdmissionRequest:
         raise BadReview("not-admission-review", "the body is not an AdmissionReview "
                                                 "(no apiVersion and kind)", uid)
     if data.get("kind") != KIND:
-        raise BadReview("wrong-kind", f"kind must be {KIND!r}, got {_shown(data.get('kind'))}", uid)
+        raise BadReview("wrong-kind", f"kind must be {KIND!r}, got {quoted(data.get('kind'))}", uid)
     if data.get("apiVersion") != API_VERSION:
         raise BadReview("wrong-api-version", f"apiVersion must be {API_VERSION!r} (configure the webhook with "
-                                             f"admissionReviewVersions: [v1]), got {_shown(data.get('apiVersion'))}", uid)
+                                             f"admissionReviewVersions: [v1]), got {quoted(data.get('apiVersion'))}", uid)
     if req is None:
         raise BadReview("missing-request", "request is required", uid)
     if not isinstance(req, MAPPING):
@@ -232,7 +222,7 @@ def parse_review(data: Any) -> AdmissionRequest:
     operation = _string(req, "operation", uid, required=True)
     if operation not in OPERATIONS:
         raise BadReview("bad-operation", f"request.operation must be one of {', '.join(OPERATIONS)}, "
-                                         f"got {_shown(operation)}", uid)
+                                         f"got {quoted(operation)}", uid)
     dry_run = req.get("dryRun", False)
     if dry_run is None:
         dry_run = False

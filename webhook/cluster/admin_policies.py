@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+from webhook.bounded_text import MESSAGE_MAX_CHARS, shown, shown_path
 from webhook.cluster.files import Document, InputError
 from webhook.cluster.view import ClusterView
 from webhook.policy.parse_admin import is_admin_kind, parse_admin_policy
@@ -22,7 +23,7 @@ def add_admin_policies(view: ClusterView, docs: Iterable[Document]) -> None:
     seen: dict[str, Document] = {}
     for doc in docs:
         if not is_admin_kind(doc.obj):
-            label = f"{doc.kind} ({doc.obj.get('apiVersion')})"
+            label = f"{shown(doc.kind)} ({shown(doc.obj.get('apiVersion'))})"  # printed in a note
             view.not_evaluated[label] = view.not_evaluated.get(label, 0) + 1
             continue
         origin = doc.origin()
@@ -31,13 +32,14 @@ def add_admin_policies(view: ClusterView, docs: Iterable[Document]) -> None:
             err = result.errors[0]
             more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
             raise InputError(doc.file, f"{doc.kind} {_name(doc.obj)} is invalid (the API server would refuse "
-                                       f"it): {err}{more}", origin.line_of(str(err.path)))
+                                       f"it): {shown(err, MESSAGE_MAX_CHARS)}{more}",
+                             origin.line_of(str(err.path)))
         policy = result.policy
         earlier = seen.get(policy.key)
         if earlier is not None and earlier.obj != doc.obj:
             # Cluster-scoped: two different objects of one name cannot both exist.
-            where = f"{earlier.file}:{earlier.line}" if earlier.line else earlier.file
-            raise InputError(doc.file, f"{policy.kind} {policy.name} is given twice with different contents "
+            where = shown_path(earlier.file) + (f":{earlier.line}" if earlier.line else "")
+            raise InputError(doc.file, f"{policy.kind} {shown(policy.name)} is given twice with different contents "
                                        f"(also at {where}); a cluster holds one object per name", doc.line)
         seen[policy.key] = doc
         view.upsert_admin_policy(policy)
@@ -46,7 +48,7 @@ def add_admin_policies(view: ClusterView, docs: Iterable[Document]) -> None:
 def _name(obj: Mapping) -> str:
     meta = obj.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
-    return str(name) if name else "?"
+    return shown(name) if name else "?"
 
 
 def admin_counts(view: ClusterView) -> dict[str, int]:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from webhook import safeload
+from webhook.bounded_text import shown, shown_path
 from webhook.cluster.objects import (WORKLOAD_TEMPLATES, namespace_from, pod_from, service_from,
                                      workload_from)
 from webhook.cluster.view import ClusterView
@@ -38,11 +39,13 @@ def is_other_policy_kind(kind: str) -> bool:
 
 
 class InputError(Exception):
-    """Unusable input: the message names the file (and line where known)."""
+    """Unusable input: the message names the file (and line where known). The file name is
+    shown escaped and clipped (a name may hold a newline or bytes that are not UTF-8); `file`
+    keeps it as it is, to compare and to open."""
 
     def __init__(self, file: str, message: str, line: int = 0):
         self.file, self.line, self.message = file, line, message
-        where = f"{file}:{line}" if line else file
+        where = f"{shown_path(file)}:{line}" if line else shown_path(file)
         super().__init__(f"{where}: {message}")
 
     def __reduce__(self):  # rebuilt from its parts when it crosses from a parsing process
@@ -141,7 +144,7 @@ def not_an_object(obj: Any, file: str) -> str | None:
     api, kind = obj.get("apiVersion"), obj.get("kind")
     group = api.split("/")[0] if isinstance(api, str) and "/" in api else ""
     if group in _TOOL_GROUPS:
-        return (f"a {kind or 'configuration'} of {api}, not a Kubernetes object "
+        return (f"a {shown(kind or 'configuration')} of {shown(api)}, not a Kubernetes object "
                 f"(`{_TOOL_GROUPS[group]}` checks what it builds)")
     if api and kind:
         return None
@@ -163,7 +166,7 @@ def _check_object(obj: Any, file: str, line: int) -> Mapping[str, Any]:
     if not isinstance(obj.get("kind"), str) or not obj.get("kind"):
         raise InputError(file, "object has no kind", line)
     if not isinstance(obj.get("apiVersion"), str) or not obj.get("apiVersion"):
-        raise InputError(file, f"{obj['kind']} has no apiVersion", line)
+        raise InputError(file, f"{shown(obj['kind'])} has no apiVersion", line)
     return obj
 
 
@@ -172,7 +175,7 @@ def _expand(obj: Mapping[str, Any], node: Any, file: str, line: int) -> list[Doc
     if obj["kind"] == "List" or (obj["kind"].endswith("List") and "items" in obj):
         items = obj.get("items") or []
         if not isinstance(items, list):
-            raise InputError(file, f"{obj['kind']}.items must be a list", line)
+            raise InputError(file, f"{shown(obj['kind'])}.items must be a list", line)
         item_nodes = _child(node, "items")
         docs = []
         for i, item in enumerate(items):
@@ -299,6 +302,12 @@ def _read(path: str) -> list[Document]:
     for d in docs:
         d.file = STDIN_NAME
     return docs
+
+
+def skipped_note(file: str, why: str) -> str:
+    """The note naming a file skipped as no Kubernetes object (`why` quotes the input through
+    shown() already), one line whatever the file's name holds."""
+    return f"note: skipped {shown_path(file)}: {why}"
 
 
 @dataclass

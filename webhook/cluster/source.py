@@ -88,6 +88,7 @@ class SnapshotSource(StaticSource):
     """
 
     def __init__(self, paths: Iterable[str]) -> None:
+        from webhook.bounded_text import shown_path
         from webhook.cluster.files import load_snapshot
         from webhook.policy.parse import parse_policy
 
@@ -99,7 +100,7 @@ class SnapshotSource(StaticSource):
             if result.policy is not None:
                 snap.view.upsert_policy(result.policy)
             else:  # the API server would not hold it, so it is not part of the cluster
-                self.invalid_policies.append(f"{doc.file}:{doc.line}")
+                self.invalid_policies.append(f"{shown_path(doc.file)}:{doc.line}")  # printed
         # Admin network policies (ANP, BANP, ClusterNetworkPolicy) are checked and held as
         # lint and simulate hold them, so an invalid one fails serve at start-up (exit 2)
         # instead of being dropped without a word; the live cache follows them likewise.

@@ -54,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from webhook.audit.auditor import (ISOLATION_MISSING_RULE, Auditor, dns_target_problem, isolated_namespaces,
                                        isolation_problems)
+    from webhook.bounded_text import shown
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
     from webhook.cluster.admin_policies import admin_counts, admin_note
     from webhook.cluster.listing import ListingError, forbidden_notes, list_cluster
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except ListingError as exc:
         raise UsageError(str(exc)) from None
     if args.namespace and listed.view.namespace(args.namespace) is None:
-        raise UsageError(f"--namespace {args.namespace}: no such namespace in the cluster")
+        raise UsageError(f"--namespace {shown(args.namespace)}: no such namespace in the cluster")
     auditor = Auditor(listed.view, config)
     auditor.full()
     results = [r for _, r in sorted(auditor.results.items())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from webhook.cli import whole_number
+
 NAME = "certs"
 HELP = "write a CA and a TLS serving certificate (ca.crt, tls.crt, tls.key) for the webhook Service"
 DESCRIPTION = """\
@@ -27,15 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", required=True, metavar="NS", help="the Service's namespace")
     parser.add_argument("--out", default="certs", metavar="DIR",
                         help="directory to write into, created if missing (default: certs)")
-    parser.add_argument("--days", type=int, default=365, metavar="N",
-                        help="validity of the serving certificate in days (default: 365)")
-    parser.add_argument("--ca-days", type=int, default=None, metavar="N",
-                        help="validity of the CA in days (default: 3650, or --days if longer)")
+    parser.add_argument("--days", type=whole_number, default=365, metavar="N",
+                        help="validity of the serving certificate in days, 1 to 36500 (default: 365)")
+    parser.add_argument("--ca-days", type=whole_number, default=None, metavar="N",
+                        help="validity of the CA in days, 1 to 36500 (default: 3650, or --days if longer)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
 
 
 def run(args: argparse.Namespace) -> int:
     from webhook import certs
+    from webhook.bounded_text import shown_path
     from webhook.cli import UsageError
 
     try:
@@ -45,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         paths = certs.write_bundle(bundle, args.out, force=args.force)
     except FileExistsError as exc:
-        raise UsageError(f"{exc.args[0]} already exists; not overwriting it (use --force to replace)") from None
+        raise UsageError(f"{shown_path(exc.args[0])} already exists; not overwriting it (use --force to replace)"
+                         ) from None
     except OSError as exc:
-        raise UsageError(f"cannot write into {args.out}: {exc.strerror} ({exc.filename or args.out})") from None
+        raise UsageError(f"cannot write into {shown_path(args.out)}: {exc.strerror} "
+                         f"({shown_path(exc.filename or args.out)})") from None
 
     cert = bundle.serving_cert()
     print(f"wrote {paths[certs.CA_FILE]}, {paths[certs.CERT_FILE]}, {paths[certs.KEY_FILE]} (mode 0600)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from webhook.cli import whole_number
+
 NAME = "controller"
 HELP = "run the isolation controller (default-deny in labeled namespaces) with leader election"
 DESCRIPTION = """\
@@ -29,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-name", metavar="N", help="name of the Lease (default: leaderElection.leaseName)")
     p.add_argument("--identity", metavar="ID", help="this replica's name in the Lease (default: POD_NAME, "
                                                      "else hostname_pid)")
-    p.add_argument("--workers", type=int, default=4, metavar="N", help="namespaces reconciled in parallel (default 4)")
+    p.add_argument("--workers", type=whole_number, default=4, metavar="N", help="namespaces reconciled in parallel (default 4)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from webhook.cli import whole_number
+
 NAME = "generate"
 HELP = "write default-deny, allow-list, DNS and external-egress policies from a communication map"
 DESCRIPTION = """\
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="write one file per policy, kustomization.yaml and "
                                                 "connectivity-tests.sh into DIR (created if missing)")
     p.add_argument("--config", metavar="FILE", help="netpol-guard configuration (YAML): DNS target, rule severities")
-    p.add_argument("--denied-sample", type=int, default=50, metavar="N",
+    p.add_argument("--denied-sample", type=whole_number, default=50, metavar="N",
                    help="how many flows the map does not allow connectivity-tests.sh probes (default 50)")
 
 
@@ -96,6 +98,7 @@ _GENERATED_MAX_BYTES = 4 * 1024 * 1024
 def _write(out: str, content: dict[str, str]) -> None:
     """Write the files into DIR without following a symlink anyone planted there (at a
     file's name or at a temporary name): webhook.safewrite."""
+    from webhook.bounded_text import shown_path
     from webhook.cli import UsageError
     from webhook.generate.policies import MANAGED_BY_VALUE
     from webhook.generate.render import KUSTOMIZATION, SCRIPT
@@ -117,4 +120,4 @@ def _write(out: str, content: dict[str, str]) -> None:
         for name, text in content.items():
             replace_file(os.path.join(out, name), text.encode("utf-8"), 0o755 if name == SCRIPT else 0o644)
     except OSError as exc:
-        raise UsageError(f"{out}: cannot write: {exc.strerror}") from None
+        raise UsageError(f"{shown_path(out)}: cannot write: {exc.strerror}") from None

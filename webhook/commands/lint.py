@@ -70,10 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from webhook.bounded_text import bounded_finding
+    from webhook.bounded_text import bounded_finding, quoted, shown_path
     from webhook.cli import EXIT_FINDINGS, EXIT_OK, UsageError
     from webhook.cluster.admin_policies import add_admin_policies
-    from webhook.cluster.files import InputError, load_snapshot
+    from webhook.cluster.files import InputError, load_snapshot, skipped_note
     from webhook.config import ConfigError, load
     from webhook.rules.base import REGISTRY
     from webhook.rules.batch import check_all
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         from webhook.rules.docs import explain
         if args.explain not in REGISTRY:
-            raise UsageError(f"no rule {args.explain!r}; `netpol-guard rules` lists them")
+            raise UsageError(f"no rule {quoted(args.explain)}; `netpol-guard rules` lists them")
         print(explain(REGISTRY.get(args.explain)))
         return EXIT_OK
     live = bool(args.kubeconfig or args.context)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         raise UsageError(str(exc)) from None
     for file, why in snap.skipped:  # stderr in every format: stdout stays machine-readable
-        sys.stderr.write(f"note: skipped {file}: {why}\n")
+        sys.stderr.write(skipped_note(file, why) + "\n")
     subjects = [(d.obj, d.origin()) for d in snap.policy_docs]
     if listed and not args.paths:  # the cluster's own policies are the subjects
         subjects = [(p.raw, None) for p in sorted(listed.view.policies(), key=lambda p: p.key)]
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         subjects = [(obj, o) for obj, o in subjects
                     if ((obj.get("metadata") or {}).get("namespace") or "default") == args.namespace]
     if not subjects and not args.allow_empty:
-        where = " ".join(args.paths) if args.paths else "the cluster"
+        where = " ".join(shown_path(p) for p in args.paths) if args.paths else "the cluster"
         raise UsageError(
             f"no NetworkPolicy found in {where}"
             + (f" ({_plural(len(files), 'manifest file')}"
@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
             summary["adminPolicies"] = admin
         if snap.view.not_evaluated:
             summary["notEvaluated"] = dict(sorted(snap.view.not_evaluated.items()))
-        json.dump({"findings": [f.to_dict() for f in findings], "summary": summary}, sys.stdout, indent=2)
+        json.dump({"findings": [_file_shown(f.to_dict()) for f in findings], "summary": summary}, sys.stdout,
+                  indent=2)
         sys.stdout.write("\n")
     else:
         _print_text(findings, summary, snap, args.quiet, listed)
@@ -155,18 +156,20 @@ def _list_live(args: argparse.Namespace, config):
 
 
 def _print_text(findings, summary, snap, quiet: bool, listed=None) -> None:
+    from webhook.bounded_text import MESSAGE_MAX_CHARS, NAME_MAX_CHARS, escaped, shown, shown_path
     from webhook.cluster.admin_policies import admin_note
     from webhook.cluster.listing import forbidden_notes
 
     out = sys.stdout
-    for f in findings:
-        where = f"{f.file}:{f.line}" if f.line else (f.file or "<input>")
-        out.write(f"{where}: {f.severity} [{f.rule}] {f.policy} {f.path}: {f.message}\n")
+    for f in findings:  # a terminal or a CI log: what came from the input is escaped (ESC, newlines)
+        where = f"{shown_path(f.file)}:{f.line}" if f.line else (shown_path(f.file) if f.file else "<input>")
+        out.write(f"{where}: {f.severity} [{f.rule}] {shown(f.policy, NAME_MAX_CHARS)} {shown(f.path, NAME_MAX_CHARS)}: "
+                  f"{shown(f.message, MESSAGE_MAX_CHARS)}\n")
         if f.fix:
-            out.write("    fix:\n" + textwrap.indent(f.fix, "      ") + "\n")
+            out.write("    fix:\n" + textwrap.indent(escaped(f.fix, keep="\n"), "      ") + "\n")
     if quiet:
         return
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(snap.kinds.items())) or "no objects"
+    kinds = ", ".join(f"{n} {shown(k)}" for k, n in sorted(snap.kinds.items())) or "no objects"
     skipped = (f"; skipped {_plural(len(snap.skipped), 'file')} that hold no Kubernetes object (named on stderr)"
                if snap.skipped else "")
     out.write(f"\nread {_plural(sum(snap.kinds.values()), 'object')} from "
@@ -194,6 +197,16 @@ def _print_text(findings, summary, snap, quiet: bool, listed=None) -> None:
 
 
 
+
+
+def _file_shown(finding: dict) -> dict:
+    """The finding with its file name as the text format shows it: a name that is not UTF-8
+    (surrogate-escaped) would be a lone surrogate in JSON, which most readers refuse or
+    mangle; \\xff says which byte it was."""
+    if finding.get("file"):
+        from webhook.bounded_text import shown_path
+        finding["file"] = shown_path(finding["file"])
+    return finding
 
 
 def _admin_counts(view) -> dict[str, int]:

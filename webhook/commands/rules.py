@@ -15,13 +15,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from webhook.bounded_text import quoted
     from webhook.cli import UsageError
     from webhook.rules import registry
     from webhook.rules.docs import explain, markdown
 
     if args.explain:
         if args.explain not in registry:
-            raise UsageError(f"no rule {args.explain!r}; `netpol-guard rules` lists them")
+            raise UsageError(f"no rule {quoted(args.explain)}; `netpol-guard rules` lists them")
         sys.stdout.write(explain(registry.get(args.explain)))
     elif args.format == "markdown":
         sys.stdout.write(markdown())

@@ -7,6 +7,9 @@ import shutil
 import sys
 import tempfile
 
+from webhook.bounded_text import quoted, shown, shown_path
+from webhook.cli import whole_number
+
 NAME = "serve"
 HELP = "run the admission webhook (POST /validate, /mutate) under gunicorn over TLS"
 DESCRIPTION = """\
@@ -58,10 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="require client certificates signed by this CA (the API server's client cert)")
     p.add_argument("--controller", action="store_true",
                    help="also run the isolation controller (one process beside the workers)")
-    p.add_argument("--workers", type=int, metavar="N", help="gunicorn worker processes (default: one per CPU "
+    p.add_argument("--workers", type=whole_number, metavar="N", help="gunicorn worker processes (default: one per CPU "
                                                           "the container may use - affinity and cgroup CPU "
                                                           "limit - at most 2)")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per worker (default 2)")
+    p.add_argument("--threads", type=whole_number, metavar="N", help="threads per worker (default 2)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for the live cluster view (default: "
                                                         "in-cluster, else $KUBECONFIG / ~/.kube/config)")
 
@@ -99,12 +102,12 @@ def _check_tls(cert: str, key: str, client_ca: str | None) -> None:
     import ssl
     for what, path in (("--cert", cert), ("--key", key), ("--client-ca", client_ca)):
         if path and not os.path.isfile(path):
-            raise _usage(f"{what} {path}: no such file")
+            raise _usage(f"{what} {shown_path(path)}: no such file")
     try:
         build_context(cert, key, client_ca)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise _usage(f"cannot use --cert {cert} / --key {key}"
-                     f"{' / --client-ca ' + client_ca if client_ca else ''}: {exc}") from None
+        raise _usage(f"cannot use --cert {shown_path(cert)} / --key {shown_path(key)}"
+                     f"{' / --client-ca ' + shown_path(client_ca) if client_ca else ''}: {shown(exc, 400)}") from None
 
 
 def _self_managed_tls(config, cert: str, key: str, client_ca: str | None, kubeconfig: str | None) -> bool:
@@ -119,7 +122,7 @@ def _self_managed_tls(config, cert: str, key: str, client_ca: str | None, kubeco
                      f"{config.certificates.secretName} and of the Lease (the chart sets it from the pod's "
                      "metadata.namespace)")
     if client_ca and not os.path.isfile(client_ca):
-        raise _usage(f"--client-ca {client_ca}: no such file")
+        raise _usage(f"--client-ca {shown_path(client_ca)}: no such file")
     try:
         kube_api_client(kubeconfig).close()  # reads the configuration only; no request
     except Exception as exc:  # noqa: BLE001 - every way of having no configuration
@@ -151,7 +154,7 @@ def _check_port_free(bind: str) -> None:
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise _usage(f"cannot listen on {bind}: {exc.strerror}") from None
+        raise _usage(f"cannot listen on {shown(bind)}: {exc.strerror}") from None
     family, _, _, _, addr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,18 +163,18 @@ def _check_port_free(bind: str) -> None:
         except OSError as exc:
             hint = ("; another process is listening there (an earlier `make run`?): stop it or pass "
                     "--bind HOST:PORT") if exc.errno == errno.EADDRINUSE else ""
-            raise _usage(f"cannot listen on {bind}: {exc.strerror}{hint}") from None
+            raise _usage(f"cannot listen on {shown(bind)}: {exc.strerror}{hint}") from None
 
 
 def _bind(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise _usage(f"--bind {value!r}: expected HOST:PORT, e.g. {DEFAULT_BIND}")
+        raise _usage(f"--bind {quoted(value)}: expected HOST:PORT, e.g. {DEFAULT_BIND}")
     return value
 
 
 def run(args: argparse.Namespace) -> int:
-    from webhook.cluster.files import InputError
+    from webhook.cluster.files import InputError, skipped_note
     from webhook.cluster.source import EmptySource, SnapshotSource, SourceUnavailable, live_source
     from webhook.config import ConfigError, load
 
@@ -233,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     from webhook.logging_setup import configure
     configure()
     for file, why in source.skipped if isinstance(source, SnapshotSource) else ():
-        print(f"netpol-guard serve: note: skipped {file}: {why}", file=sys.stderr)
+        print(f"netpol-guard serve: {skipped_note(file, why)}", file=sys.stderr)
     invalid = source.invalid_policies if isinstance(source, SnapshotSource) else []
     if invalid:
         print(f"netpol-guard serve: {len(invalid)} NetworkPolicies in --cluster are invalid and left out of "

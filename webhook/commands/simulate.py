@@ -6,6 +6,8 @@ import ipaddress
 import json
 import sys
 
+from webhook.bounded_text import MESSAGE_MAX_CHARS, quoted, shown, shown_path
+
 NAME = "simulate"
 HELP = "answer whether traffic is allowed and which policies decide it; matrix and diff"
 DESCRIPTION = """\
@@ -133,13 +135,13 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None, s
     that cannot exist answers nothing.
     """
     from webhook.cluster.admin_policies import add_admin_policies
-    from webhook.cluster.files import InputError, load_snapshot
+    from webhook.cluster.files import InputError, load_snapshot, skipped_note
     from webhook.policy.engine import Engine
     from webhook.policy.parse import parse_policy
 
     snap = load_snapshot(paths, cluster_paths, view=view, strict=strict)
     for file, why in snap.skipped:
-        sys.stderr.write(f"note: skipped {file}: {why}\n")
+        sys.stderr.write(skipped_note(file, why) + "\n")
     for doc in snap.context_policy_docs + snap.policy_docs:
         result = parse_policy(doc.obj, origin=doc.origin())
         if not result.ok:
@@ -148,8 +150,9 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None, s
             path = str(getattr(err, "path", ""))
             line = origin.line_of(path) if path else doc.line
             name = (doc.obj.get("metadata") or {}).get("name") if isinstance(doc.obj.get("metadata"), dict) else None
-            raise InputError(doc.file, f"NetworkPolicy {name or '?'} is invalid (the API server would refuse "
-                                       f"it): {err}; `netpol-guard lint` lists every problem", line)
+            raise InputError(doc.file, f"NetworkPolicy {shown(name or '?')} is invalid (the API server would "
+                                       f"refuse it): {shown(err, MESSAGE_MAX_CHARS)}; `netpol-guard lint` lists "
+                                       "every problem", line)
         snap.view.upsert_policy(result.policy)
     add_admin_policies(snap.view, snap.admin_policy_docs)
     return Engine(snap.view, ip_block_matches_pods)
@@ -199,7 +202,7 @@ def resolve_endpoint(engine, text: str, flag: str):
         svc = service_with_ip(engine.view, str(ip))
         if svc is not None:
             if flag != "--to":
-                raise UsageError(f"{flag} {text} is the ClusterIP of Service {svc.key}; traffic never "
+                raise UsageError(f"{flag} {shown(text)} is the ClusterIP of Service {svc.key}; traffic never "
                                  "comes from a Service: name a pod or workload")
             return ServiceTarget(svc, backends(engine.view, svc))
         return Endpoint.of_ip(ip)
@@ -207,17 +210,18 @@ def resolve_endpoint(engine, text: str, flag: str):
     if sep and name.isascii() and name.isdigit():
         try:
             ipaddress.ip_network(text, strict=False)
-            raise UsageError(f"{flag} {text}: give one address, not a CIDR (e.g. {ns})")
+            raise UsageError(f"{flag} {shown(text)}: give one address, not a CIDR (e.g. {shown(ns)})")
         except ValueError:
             pass
     if not sep or not ns or not name or "/" in name:
-        raise UsageError(f"{flag} {text!r}: expected NAMESPACE/NAME (a pod or workload) or an IP address")
+        raise UsageError(f"{flag} {quoted(text)}: expected NAMESPACE/NAME (a pod or workload) or an IP address")
     pod = engine.view.find_pod(ns, name)
     if pod is None:
         known = sorted(p.name for p in engine.view.pods(ns))
-        hint = (f"; known in {ns}: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''}" if known
-                else f"; the cluster has no pods or workloads in namespace {ns!r}")
-        raise UsageError(f"{flag} {text}: no such pod or workload{hint}")
+        hint = (f"; known in {shown(ns)}: {', '.join(shown(k) for k in known[:12])}"
+                f"{' ...' if len(known) > 12 else ''}" if known
+                else f"; the cluster has no pods or workloads in namespace {quoted(ns)}")
+        raise UsageError(f"{flag} {shown(text)}: no such pod or workload{hint}")
     return Endpoint.of_pod(pod)
 
 
@@ -333,7 +337,7 @@ def _run_matrix(args, engine, src, dst, query) -> int:
     if getattr(args, "namespace", None):
         pods = [p for p in pods if p.pod is not None and p.pod.namespace == args.namespace]
     if not pods:
-        raise UsageError("the cluster has no pods or workloads" + (f" in namespace {args.namespace}"
+        raise UsageError("the cluster has no pods or workloads" + (f" in namespace {shown(args.namespace)}"
                          if getattr(args, "namespace", None) else "") + ": nothing to simulate")
     if dst is not None and dst.pod is None and query is None:
         raise UsageError(f"--to {dst.describe()} is outside the cluster and declares no ports: give --port")
@@ -341,11 +345,11 @@ def _run_matrix(args, engine, src, dst, query) -> int:
     destinations = [dst] if dst is not None else pods
     matrix = compute(engine, sources, destinations, query)
     if args.dot:
-        try:
-            with open(args.dot, "w", encoding="utf-8") as fh:
-                fh.write(render_dot(matrix))
+        from webhook.safewrite import write_output
+        try:  # as generate --out: a symlink planted at FILE is replaced, never written through
+            write_output(args.dot, render_dot(matrix).encode("utf-8"), 0o644)
         except OSError as exc:
-            raise UsageError(f"--dot {args.dot}: cannot write: {exc.strerror}") from None
+            raise UsageError(f"--dot {shown_path(args.dot)}: cannot write: {exc.strerror}") from None
     if args.format == "json":
         print(json.dumps({**matrix.to_dict(args.explain), **admin_summary_json(engine)}, indent=2))
     else:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from webhook import safeload
-from webhook.bounded_text import MESSAGE_MAX_CHARS, NAME_MAX_CHARS, clip
+from webhook.bounded_text import MESSAGE_MAX_CHARS, NAME_MAX_CHARS, shown, shown_path
 from webhook.cluster.files import field_lines
 from webhook.config import DNSConfig
 from webhook.generate.model import (METADATA_V4, METADATA_V6, CommMap, ExternalEgress, ExternalIngress, Flow,
@@ -59,11 +59,12 @@ class MapError(Exception):
         super().__init__(str(self))
 
     def lines(self) -> list[str]:
-        # clipped: a message quotes the map (an unknown key of a megabyte is shown by its start)
+        # shown: a message quotes the map (an unknown key of a megabyte is shown by its start, a
+        # newline in a key does not start a line of its own)
         out = []
         for p in self.problems:
-            where = f"{self.file}:{p.line}" if p.line else self.file
-            path, message = clip(p.path, NAME_MAX_CHARS), clip(p.message, MESSAGE_MAX_CHARS)
+            where = shown_path(self.file) + (f":{p.line}" if p.line else "")
+            path, message = shown(p.path, NAME_MAX_CHARS), shown(p.message, MESSAGE_MAX_CHARS)
             out.append(f"{where}: {path}: {message}" if p.path else f"{where}: {message}")
         return out
 

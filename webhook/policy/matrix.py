@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from webhook.bounded_text import quoted
 from webhook.cluster.objects import Pod
 from webhook.policy.engine import Endpoint, Engine, Verdict
 from webhook.policy.model import EGRESS, INGRESS
@@ -365,15 +366,15 @@ def parse_port(text: str) -> PortQuery:
     port_s, _, proto = text.partition("/")
     proto = (proto or "TCP").upper()
     if proto not in PROTOCOLS:
-        raise ValueError(f"{text!r}: protocol must be TCP, UDP or SCTP")
+        raise ValueError(f"{quoted(text)}: protocol must be TCP, UDP or SCTP")
     if port_s.isascii() and port_s.isdigit():  # not '²', which int() refuses
         # (no int() of thousands of digits either: Python refuses those with its own message)
         n = int(port_s) if len(port_s) <= 6 else 0
         if not 1 <= n <= 65535:
-            raise ValueError(f"{text!r}: port must be between 1 and 65535")
+            raise ValueError(f"{quoted(text)}: port must be between 1 and 65535")
         return PortQuery(n, proto)
     from webhook.policy.parse import port_name_problem
     problem = port_name_problem(port_s) if port_s else "empty port"
     if problem:
-        raise ValueError(f"{text!r}: not a port number, and {problem}")
+        raise ValueError(f"{quoted(text)}: not a port number, and {problem}")
     return PortQuery(port_s, proto)

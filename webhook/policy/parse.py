@@ -13,6 +13,7 @@ from collections.abc import Mapping  # not typing.Mapping: isinstance() against 
 from functools import lru_cache
 from typing import Any, Optional
 
+from webhook.bounded_text import quoted
 from webhook.policy.errors import ROOT, SPEC, FieldError, Path, frozen_record
 from webhook.policy.model import (
     EGRESS, INGRESS, PROTOCOLS, IPBlock, NetworkPolicy, Origin, Peer, PortSpec, Rule,
@@ -53,14 +54,14 @@ class ParseResult:
 def port_name_problem(name: str) -> str | None:
     """IANA_SVC_NAME: 1-15 lowercase alphanumerics or '-', at least one letter, no '--'."""
     if len(name) > 15:
-        return f"{name!r}: a port name must be no more than 15 characters"
+        return f"{quoted(name)}: a port name must be no more than 15 characters"
     if not _PORT_NAME_RE.match(name):
-        return (f"{name!r}: a port name must contain only lowercase alphanumerics and '-', "
+        return (f"{quoted(name)}: a port name must contain only lowercase alphanumerics and '-', "
                 "starting and ending with an alphanumeric")
     if "--" in name:
-        return f"{name!r}: a port name must not contain consecutive hyphens"
+        return f"{quoted(name)}: a port name must not contain consecutive hyphens"
     if not any(c.isalpha() for c in name):
-        return f"{name!r}: a port name must contain at least one letter"
+        return f"{quoted(name)}: a port name must contain at least one letter"
     return None
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from webhook.bounded_text import quoted
 from webhook.policy.errors import ROOT, SPEC, FieldError, Path, frozen_record
 from webhook.policy.model import (
     ACCEPT, ADMIN_KIND, ADMIN_TIER, ALLOW, BASELINE_KIND, BASELINE_TIER, CLUSTER_KIND, DENY, EGRESS, INGRESS,
@@ -88,13 +89,13 @@ def parse_admin_policy(obj: Any, origin: Origin | None = None) -> AdminParseResu
     kind = obj.get("kind")
     if kind not in ADMIN_KINDS:
         return AdminParseResult(None, (FieldError(Path("kind"), "Unsupported value",
-                                                  f"{kind!r}: supported values: "
+                                                  f"{quoted(kind)}: supported values: "
                                                   + ", ".join(f'"{k}"' for k in ADMIN_KINDS)),))
     errors: list[FieldError] = []
     _unknown(obj, _TOP_FIELDS, ROOT, errors, f"an {kind}" if kind == ADMIN_KIND else f"a {kind}")
     if obj.get("apiVersion") != API_VERSIONS[kind]:
         errors.append(FieldError(Path("apiVersion"), "Unsupported value",
-                                 f"{obj.get('apiVersion')!r}: {kind} is served as \"{API_VERSIONS[kind]}\""))
+                                 f"{quoted(obj.get('apiVersion'))}: {kind} is served as \"{API_VERSIONS[kind]}\""))
     meta = obj.get("metadata")
     if not isinstance(meta, MAPPING):
         errors.append(FieldError(Path("metadata"), "Required value", "metadata with a name is required"))
@@ -107,7 +108,7 @@ def parse_admin_policy(obj: Any, origin: Origin | None = None) -> AdminParseResu
         errors.append(FieldError(Path("metadata.name"), "Invalid value", problem))
     elif kind == BASELINE_KIND and name != BASELINE_NAME:
         errors.append(FieldError(Path("metadata.name"), "Invalid value",
-                                 f"{name!r}: Only one baseline admin network policy with metadata.name=\"default\" "
+                                 f"{quoted(name)}: Only one baseline admin network policy with metadata.name=\"default\" "
                                  "can be created in the cluster"))
     _string_map(meta.get("labels"), Path("metadata.labels"), errors, labels=True)
 
@@ -144,7 +145,7 @@ def _parse_tier(spec: Mapping, errors: list[FieldError]) -> str:
         errors.append(FieldError(path, "Required value", 'tier is required: "Admin" or "Baseline"'))
     elif raw not in _TIERS:
         errors.append(FieldError(path, "Unsupported value",
-                                 f'{raw!r}: supported values: "Admin", "Baseline" (case-sensitive)'))
+                                 f'{quoted(raw)}: supported values: "Admin", "Baseline" (case-sensitive)'))
     return _TIERS.get(raw, ADMIN_TIER)
 
 
@@ -267,7 +268,7 @@ def _parse_rules(kind: str, spec: Mapping, direction: str, errors: list[FieldErr
                     (BASELINE_KIND, ACCEPT): " (Accept is v1alpha2's ClusterNetworkPolicy; v1alpha1 says Allow)",
                     }.get((kind, action), "")
             errors.append(FieldError(rp.child("action"), "Unsupported value",
-                                     f"{action!r}: supported values: " + ", ".join(f'"{a}"' for a in actions)
+                                     f"{quoted(action)}: supported values: " + ", ".join(f'"{a}"' for a in actions)
                                      + " (case-sensitive)" + hint))
             ok = False
         peers = _parse_peers(kind, direction, r.get(peers_key), rp.child(peers_key), errors)
@@ -345,7 +346,7 @@ def _parse_peer(kind: str, which: str, raw: Any, index: int, path: Path,
             net = parse_cidr(cidr) if isinstance(cidr, str) and len(cidr) <= MAX_CIDR_LENGTH else None
             if net is None:
                 errors.append(FieldError(path.index(j), "Invalid value",
-                                         f"{cidr!r}: Invalid CIDR format provided (e.g. 10.0.0.0/8 or fd00::/8)"))
+                                         f"{quoted(cidr)}: Invalid CIDR format provided (e.g. 10.0.0.0/8 or fd00::/8)"))
                 continue
             nets.append(net)
         return AdminPeer(index, which, networks=tuple(nets)) if len(nets) == len(raw) else None
@@ -353,7 +354,7 @@ def _parse_peer(kind: str, which: str, raw: Any, index: int, path: Path,
     for j, dn in enumerate(raw):
         if not isinstance(dn, str) or not _DOMAIN_RE.match(dn):
             errors.append(FieldError(path.index(j), "Invalid value",
-                                     f"{dn!r}: must be a domain name such as example.com or *.example.com"))
+                                     f"{quoted(dn)}: must be a domain name such as example.com or *.example.com"))
             continue
         names.append(dn)
     return AdminPeer(index, which, domain_names=tuple(names)) if len(names) == len(raw) else None
@@ -379,7 +380,7 @@ def _protocol(m: Mapping, path: Path, errors: list[FieldError]) -> Optional[str]
         return "TCP"  # the CRD's default
     if proto not in PROTOCOLS:
         errors.append(FieldError(path.child("protocol"), "Unsupported value",
-                                 f"{proto!r}: supported values: \"SCTP\", \"TCP\", \"UDP\" (upper case)"))
+                                 f"{quoted(proto)}: supported values: \"SCTP\", \"TCP\", \"UDP\" (upper case)"))
         return None
     return proto
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping  # not typing.Mapping: isinstance() against the alias costs twice as much
 from typing import Any
 
+from webhook.bounded_text import quoted
 from webhook.policy.errors import FieldError, Path, frozen_record
 
 # Parsed JSON and YAML are plain dicts: naming dict first answers isinstance() without the
@@ -77,7 +78,7 @@ def dns_subdomain_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
     if len(name) > 253 or not _DNS1123_SUBDOMAIN_RE.match(name):
-        return (f"{name!r} is not a valid name: lowercase alphanumerics, '-' and '.', "
+        return (f"{quoted(name)} is not a valid name: lowercase alphanumerics, '-' and '.', "
                 "starting and ending with an alphanumeric, at most 253 characters")
     return None
 
@@ -87,7 +88,7 @@ def dns_label_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
     if len(name) > 63 or not _DNS1123_LABEL_RE.match(name):
-        return (f"{name!r} is not a valid namespace name: lowercase alphanumerics and '-', "
+        return (f"{quoted(name)} is not a valid namespace name: lowercase alphanumerics and '-', "
                 "starting and ending with an alphanumeric, at most 63 characters")
     return None
 
