@@ -65,6 +65,18 @@ def test_a_policy_at_the_limits_is_judged_as_any_other(server, shape):
         assert "error" in response["status"]["message"]
 
 
+def test_an_update_of_a_policy_already_over_a_limit_is_denied_too(server):
+    body = json.loads(review(OVER["except"]))
+    body["request"]["operation"] = "UPDATE"
+    body["request"]["oldObject"] = json.loads(json.dumps(body["request"]["object"]))
+    body["request"]["object"]["metadata"]["labels"] = {"team": "edge"}
+    status, _, data = server.request("POST", "/validate", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    response = json.loads(data)["response"]
+    assert status == 200 and response["allowed"] is False, response
+    assert "[policy-too-large] spec.egress[0].to[0].ipBlock.except" in response["status"]["message"]
+
+
 def test_mutate_patches_a_policy_at_the_limits_and_leaves_one_over_them_alone(server):
     assert post(server, "mutate", AT_LIMITS["all-limits"]).get("patch")
     over = post(server, "mutate", OVER["all-limits"])

@@ -23,8 +23,9 @@ SKIP_RULES = "netpol-guard.io/skip-rules"
 SKIP_REASON = "netpol-guard.io/skip-reason"
 # invalid-spec: the API server refuses these whatever we say; policy-too-large: the policy
 # is not parsed, so its annotations are never read
+TOO_LARGE_RULE = "policy-too-large"  # a policy past webhook/policy/limits.py's limits
 _UNSKIPPABLE_WHY = {"invalid-spec": "the API server refuses such objects anyway",
-                    "policy-too-large": "such a policy is not read, its annotations included"}
+                    TOO_LARGE_RULE: "such a policy is not read, its annotations included"}
 UNSKIPPABLE = frozenset(_UNSKIPPABLE_WHY)
 
 
@@ -110,7 +111,7 @@ def invalid_spec_findings(errors: Iterable[FieldError], policy_key: str, ctx: Co
     policy-too-large for a policy past netpol-guard's size limits (webhook/policy/limits.py)."""
     out = []
     for e in errors:
-        rule_id = "policy-too-large" if e.kind == TOO_LARGE else "invalid-spec"
+        rule_id = TOO_LARGE_RULE if e.kind == TOO_LARGE else "invalid-spec"
         f = _finding(ctx, rule_id, "error", policy_key, str(e.path) or "(object)",
                      f"{e.kind}: {e.detail}", None, origin)
         if f:
