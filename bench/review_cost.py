@@ -6,7 +6,7 @@ Each shape is an AdmissionReview (CREATE, namespace monitoring, the examples/clu
 whose policy sits exactly at one limit - or at every limit at once (`all-limits`) - built
 to be expensive: selectors that almost match (the did-you-mean search runs), named ports,
 `0.0.0.0/0` egress without policyTypes or DNS (every /mutate repair applies). Each is sent
-to the app in-process (Flask test client: the review path without TLS and sockets) on
+to the app in-process (and `all-limits UPDATE`, the same from its rules in reverse order) (Flask test client: the review path without TLS and sockets) on
 /validate and on /mutate with every mutation on (examples/config/mutations.yaml); printed:
 body size, CPU (best of --runs, process time), answer size and decision. `--over` adds
 each shape one item past its limit: it must be refused at once (policy-too-large).
@@ -75,11 +75,18 @@ def shapes(over: int = 0) -> dict[str, dict]:
     }
 
 
-def review(spec: dict) -> bytes:
+def review(spec: dict, update: bool = False) -> bytes:
+    """A CREATE of `spec`; with `update`, an UPDATE from the same spec with its rules in reverse
+    order (the new object has errors, so the old one is judged too: the costliest UPDATE)."""
     body = copy.deepcopy(BASE)
     body["request"]["object"] = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                                  "metadata": {"name": "big", "namespace": "monitoring"}, "spec": spec}
     body["request"]["namespace"] = "monitoring"
+    if update:
+        old = copy.deepcopy(body["request"]["object"])
+        for direction in ("ingress", "egress"):
+            old["spec"].get(direction, []).reverse()
+        body["request"]["operation"], body["request"]["oldObject"] = "UPDATE", old
     return json.dumps(body).encode()
 
 
@@ -126,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
           f"except {limits.EXCEPTS}, selector terms {limits.SELECTOR_TERMS}")
     print(f"{'shape':<22} {'body':>9}  {'/validate':>10} {'answer':>7} {'':5}  {'/mutate':>10} {'answer':>7}")
     for over in ((0, 1) if args.over else (0,)):
-        for name, spec in shapes(over).items():
-            body = review(spec)
+        cases = [(name, review(spec)) for name, spec in shapes(over).items()]
+        cases.append(("all-limits UPDATE", review(shapes(over)["all-limits"], update=True)))
+        for name, body in cases:
             v_cpu, v_len, v_dec = measure(client, "validate", body, args.runs)
             m_cpu, m_len, m_dec = measure(client, "mutate", body, args.runs)
             label = name + (" +1" if over else "")

@@ -26,10 +26,10 @@ TOO_LARGE = "Too large"  # FieldError.kind of a limit's error; the runner report
 
 # Documented in docs/operations.md, "Limits on input" (and in rule policy-too-large's rationale).
 RULES = 500  # ingress + egress rules
-PEERS = 2_000  # from/to entries, over all rules
+PEERS = 1_000  # from/to entries, over all rules
 PORTS = 1_000  # ports entries, over all rules
 EXCEPTS = 1_000  # ipBlock.except entries, over all peers
-SELECTOR_TERMS = 2_000  # matchLabels entries + matchExpressions + their values, in podSelector and all peers
+SELECTOR_TERMS = 1_000  # matchLabels entries + matchExpressions + their values, in podSelector and all peers
 
 _SPLIT = "split it into several NetworkPolicies (the traffic they allow adds up)"
 
