@@ -484,3 +484,17 @@ def test_a_view_without_admin_policies_asks_nothing_about_them(kube_api, live):
     source = live(admin_policies=False)
     assert source.threads_alive() == 4 and source.not_followed() == {}
     assert kube_api.requests(path_regex=r"^/apis/policy\.networking\.k8s\.io") == []
+
+
+def test_a_policy_past_the_size_limits_is_left_out_and_says_why(kube_api, live, monkeypatch):
+    from webhook.policy import limits
+    monkeypatch.setattr(limits, "PORTS", 2)  # small: the live cache parses with the same limits
+    seed(kube_api)
+    big = policy("shop", "big")
+    big["spec"]["ingress"][0]["ports"] = [{"port": p} for p in (80, 443, 8080)]
+    kube_api.put_object(big)
+    source = live()
+    assert policy_keys(source.view) == ["shop/allow-web"]
+    assert source.stats()["invalid_policies"] == 1
+    why = source.invalid_policies()["shop/big"]
+    assert "spec.ingress[0].ports: Too large: 3 ports in all rules" in why and "limit of 2" in why

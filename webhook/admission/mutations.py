@@ -81,6 +81,8 @@ def mutate_network_policy(request: AdmissionRequest, ctx: HandlerContext) -> Dec
         return allow()
     assert request.object is not None
     new = mutated(request.object, request.namespace, ctx)
+    if new is request.object:  # invalid or too large: not even compared (a diff walks all of it)
+        return allow()
     ops = diff(request.object, new)
     return patched(ops) if ops else allow()
 

@@ -17,7 +17,7 @@ from webhook.policy.model import NetworkPolicy
 from webhook.policy.parse import parse_policy
 from webhook.rules.base import Finding
 from webhook.rules.context import Context
-from webhook.rules.runner import check_policy, invalid_spec_findings, policy_key_of
+from webhook.rules.runner import TOO_LARGE_RULE, check_policy, invalid_spec_findings, policy_key_of
 
 
 def judge(obj: Mapping[str, Any], namespace: str, ctx: HandlerContext) -> tuple[Optional[NetworkPolicy], list[Finding]]:
@@ -75,9 +75,12 @@ def validate_network_policy(request: AdmissionRequest, ctx: HandlerContext) -> D
     assert request.object is not None  # parse_review guarantees it for CREATE and UPDATE
     policy, findings = judge(request.object, request.namespace, ctx)
     subject = policy.key if policy else policy_key_of(request.object, request.namespace or "default")
-    # The old object only matters when the new one has errors (to tell kept from new ones).
+    # The old object only matters when the new one has errors (to tell kept from new ones) -
+    # unless the new one is past the size limits: it was not read, so nothing in it can be
+    # told kept from new, and it is denied on UPDATE as on CREATE.
     has_errors = any(f.severity == "error" for f in findings)
-    if request.operation == "UPDATE" and request.old_object is not None and has_errors:
+    too_large = policy is None and any(f.rule == TOO_LARGE_RULE for f in findings)
+    if request.operation == "UPDATE" and request.old_object is not None and has_errors and not too_large:
         _, old_findings = judge(request.old_object, request.namespace, ctx)
         introduced, kept = introduced_errors(findings, old_findings)
         others = [f for f in findings if f.severity != "error"]

@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"netpol-guard serve: {skipped_note(file, why)}", file=sys.stderr)
     invalid = source.invalid_policies if isinstance(source, SnapshotSource) else []
     if invalid:
-        print(f"netpol-guard serve: {len(invalid)} NetworkPolicies in --cluster are invalid and left out of "
+        print(f"netpol-guard serve: {len(invalid)} NetworkPolicies in --cluster are invalid (or too large) and left out of "
               f"the view ({', '.join(invalid[:3])}{', ...' if len(invalid) > 3 else ''}); "
               "`netpol-guard lint` says why", file=sys.stderr)
     metrics_dir = tempfile.mkdtemp(prefix="netpol-guard-metrics-")

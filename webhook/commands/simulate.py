@@ -137,6 +137,7 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None, s
     from webhook.cluster.admin_policies import add_admin_policies
     from webhook.cluster.files import InputError, load_snapshot, skipped_note
     from webhook.policy.engine import Engine
+    from webhook.policy.limits import TOO_LARGE
     from webhook.policy.parse import parse_policy
 
     snap = load_snapshot(paths, cluster_paths, view=view, strict=strict)
@@ -150,9 +151,11 @@ def build_engine(paths, cluster_paths, ip_block_matches_pods: bool, view=None, s
             path = str(getattr(err, "path", ""))
             line = origin.line_of(path) if path else doc.line
             name = (doc.obj.get("metadata") or {}).get("name") if isinstance(doc.obj.get("metadata"), dict) else None
-            raise InputError(doc.file, f"NetworkPolicy {shown(name or '?')} is invalid (the API server would "
-                                       f"refuse it): {shown(err, MESSAGE_MAX_CHARS)}; `netpol-guard lint` lists "
-                                       "every problem", line)
+            why = ("is too large for netpol-guard" if err.kind == TOO_LARGE
+                   else "is invalid (the API server would refuse it)")
+            raise InputError(doc.file, f"NetworkPolicy {shown(name or '?')} {why}: "
+                                       f"{shown(err, MESSAGE_MAX_CHARS)}; `netpol-guard lint` lists every problem",
+                             line)
         snap.view.upsert_policy(result.policy)
     add_admin_policies(snap.view, snap.admin_policy_docs)
     return Engine(snap.view, ip_block_matches_pods)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from webhook.bounded_text import quoted
 from webhook.policy.errors import ROOT, SPEC, FieldError, Path, frozen_record
+from webhook.policy.limits import size_problems
 from webhook.policy.model import (
     EGRESS, INGRESS, PROTOCOLS, IPBlock, NetworkPolicy, Origin, Peer, PortSpec, Rule,
 )
@@ -107,11 +108,15 @@ def _string_map(obj: Any, path: Path, errors: list[FieldError], labels: bool) ->
 
 def parse_policy(obj: Any, default_namespace: str = "default",
                  origin: Origin | None = None) -> ParseResult:
-    """Parse a NetworkPolicy object. On any error the policy is None: the API server would refuse it."""
+    """Parse a NetworkPolicy object. On any error the policy is None: the API server would refuse it,
+    or (errors of kind limits.TOO_LARGE, the only ones then) it is too large for netpol-guard to judge."""
     errors: list[FieldError] = []
     if not isinstance(obj, MAPPING):
         return ParseResult(None, (FieldError(ROOT, "Invalid value",
                                              f"a NetworkPolicy must be a mapping, got {_kind(obj)}"),))
+    too_large = size_problems(obj)  # before any per-item work: see webhook/policy/limits.py
+    if too_large:
+        return ParseResult(None, too_large)
     _unknown(obj, _TOP_FIELDS, ROOT, errors, "a NetworkPolicy")
     if obj.get("apiVersion") != API_VERSION:
         errors.append(FieldError(Path("apiVersion"), "Unsupported value",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
 from webhook.policy.errors import FieldError
+from webhook.policy.limits import TOO_LARGE
 from webhook.policy.model import NetworkPolicy, Origin
 from webhook.policy.parse import parse_policy
 from webhook.rules.base import REGISTRY, SEVERITIES, Finding, Rule
@@ -20,7 +21,12 @@ log = logging.getLogger(__name__)
 
 SKIP_RULES = "netpol-guard.io/skip-rules"
 SKIP_REASON = "netpol-guard.io/skip-reason"
-UNSKIPPABLE = frozenset({"invalid-spec"})  # the API server refuses these whatever we say
+# invalid-spec: the API server refuses these whatever we say; policy-too-large: the policy
+# is not parsed, so its annotations are never read
+TOO_LARGE_RULE = "policy-too-large"  # a policy past webhook/policy/limits.py's limits
+_UNSKIPPABLE_WHY = {"invalid-spec": "the API server refuses such objects anyway",
+                    TOO_LARGE_RULE: "such a policy is not read, its annotations included"}
+UNSKIPPABLE = frozenset(_UNSKIPPABLE_WHY)
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ def _skips(policy: NetworkPolicy, ctx: Context) -> tuple[set[str], list[Finding]
     unskippable = sorted(wanted & UNSKIPPABLE)
     for r in unskippable:
         f = _finding(ctx, "skip-unknown-rule", REGISTRY.get("skip-unknown-rule").severity, policy.key, path,
-                     f"rule {r!r} cannot be skipped: the API server refuses such objects anyway", None, policy.origin)
+                     f"rule {r!r} cannot be skipped: {_UNSKIPPABLE_WHY[r]}", None, policy.origin)
         if f:
             findings.append(f)
     if not policy.annotations.get(SKIP_REASON, "").strip():
@@ -101,9 +107,12 @@ def check_policy(policy: NetworkPolicy, ctx: Context) -> list[Finding]:
 
 def invalid_spec_findings(errors: Iterable[FieldError], policy_key: str, ctx: Context,
                           origin: Optional[Origin]) -> list[Finding]:
+    """Findings for the parse errors of a policy the model refused: invalid-spec, or
+    policy-too-large for a policy past netpol-guard's size limits (webhook/policy/limits.py)."""
     out = []
     for e in errors:
-        f = _finding(ctx, "invalid-spec", "error", policy_key, str(e.path) or "(object)",
+        rule_id = TOO_LARGE_RULE if e.kind == TOO_LARGE else "invalid-spec"
+        f = _finding(ctx, rule_id, "error", policy_key, str(e.path) or "(object)",
                      f"{e.kind}: {e.detail}", None, origin)
         if f:
             out.append(f)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from webhook.policy import limits
 from webhook.policy.model import EGRESS, INGRESS, NetworkPolicy
 from webhook.rules.base import Example, Hit, rule
 from webhook.rules.context import Context
@@ -92,6 +93,55 @@ spec:
 )(_nothing)
 
 rule(
+    id="policy-too-large", category="structure", severity="error", builtin=True,
+    summary="The NetworkPolicy is larger than netpol-guard judges; split it.",
+    rationale=f"""
+Checking a policy costs ~10-50 us per rule, peer, port, `except` entry and selector term,
+and the API server lets through anything under its 3 MiB request limit: one policy with
+200,000 `except` entries cost the webhook 4 s, past the API server's timeout, and stalled
+every review behind it. netpol-guard therefore judges a policy of at most {limits.RULES:,} ingress
+and egress rules, {limits.PEERS:,} peers, {limits.PORTS:,} ports, {limits.EXCEPTS:,} ipBlock `except` entries
+and {limits.SELECTOR_TERMS:,} label selector terms (matchLabels entries, matchExpressions and their
+values), counted over the whole policy before anything else is read (docs/operations.md,
+"Limits on input"). Real policies stay far inside. A policy past a limit is refused on
+/validate, left unpatched by /mutate and reported by `lint`, with the field path, the
+count and the limit. Split it into several NetworkPolicies selecting the same pods: the
+traffic they allow adds up. Like `invalid-spec`, it cannot be skipped by annotation (the
+annotation is not read).
+""",
+    bad=(Example("8 rules x 16 peers x 8 except entries = 1,024 except entries", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: partner-egress, namespace: shop, annotations: {description: "egress to partners"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Egress]
+  egress:
+  - &rule
+    to: [&peer {ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/24, 10.0.1.0/24, 10.0.2.0/24, 10.0.3.0/24,
+                                                     10.0.4.0/24, 10.0.5.0/24, 10.0.6.0/24, 10.0.7.0/24]}},
+         *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer, *peer]
+  - *rule
+  - *rule
+  - *rule
+  - *rule
+  - *rule
+  - *rule
+  - *rule
+""" + CLUSTER),),
+    good=(Example("an allow-list well inside the limits", """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: partner-ingress, namespace: shop, annotations: {description: "partners to api"}}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  ingress:
+  - from: [{ipBlock: {cidr: 203.0.113.0/24, except: [203.0.113.0/28]}}, {ipBlock: {cidr: 198.51.100.0/24}}]
+    ports: [{port: 8080, protocol: TCP}]
+""" + CLUSTER),),
+)(_nothing)
+
+rule(
     id="skip-without-reason", category="structure", severity="warning", builtin=True,
     summary="A policy skips rules without saying why.",
     rationale="""
@@ -132,7 +182,8 @@ rule(
     rationale="""
 A misspelt rule id in `netpol-guard.io/skip-rules` skips nothing, and the author believes
 the exemption holds. `invalid-spec` cannot be skipped: the API server refuses such objects
-whatever the annotation says.
+whatever the annotation says; nor can `policy-too-large`: such a policy is not read, its
+annotations included.
 """,
     bad=(Example("misspelt rule id", """
 apiVersion: networking.k8s.io/v1
