@@ -114,6 +114,48 @@ def test_a_huge_integer_in_a_networkpolicy_names_the_line(tmp_path):
     assert_refused(run_limited(["lint", "p.yaml"], tmp_path), "p.yaml:8:", "more than 4300 digits")
 
 
+
+# Integers YAML 1.1 reads in other notations, each past 4,300 decimal digits only once
+# converted (their text is shorter): PyYAML builds them, the first str() raised.
+HUGE_INT_NOTATIONS = {
+    "hex": "0x" + "f" * 3600,  # ~4,335 decimal digits
+    "binary": "0b" + "1" * 14_300,  # ~4,305
+    "octal": "0" + "7" * 4800,  # ~4,335
+    "underscored-hex": "0x" + "f_" * 3599 + "f",
+    "sexagesimal": "1" + ":59" * 2500,  # ~4,446
+}
+POLICY_WITH_PORT = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                    "metadata: {name: p, namespace: shop}\nspec:\n  podSelector: {}\n"
+                    "  ingress:\n  - ports:\n    - port: PORT\n")
+
+
+@pytest.mark.parametrize("notation", sorted(HUGE_INT_NOTATIONS))
+def test_a_huge_integer_in_another_notation_is_refused_with_its_line(tmp_path, notation):
+    (tmp_path / "p.yaml").write_text(POLICY_WITH_PORT.replace("PORT", HUGE_INT_NOTATIONS[notation]))
+    assert_refused(run_limited(["lint", "p.yaml"], tmp_path), "p.yaml:8:", "more than 4300 digits")
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve --cluster"])
+def test_a_huge_hex_integer_in_a_snapshot_is_refused(tmp_path, command):
+    (tmp_path / "p.yaml").write_text(POLICY_WITH_PORT.replace("PORT", HUGE_INT_NOTATIONS["hex"]))
+    assert_refused(run_limited(MANIFEST_COMMANDS[command]("p.yaml"), tmp_path), "p.yaml:8:", "more than 4300 digits")
+
+
+def test_a_huge_hex_integer_in_a_map_or_config_is_refused(tmp_path):
+    huge = HUGE_INT_NOTATIONS["hex"]
+    (tmp_path / "map.yaml").write_text("namespaces: [shop]\nworkloads:\n- name: api\n  namespace: shop\n"
+                                       "  labels: {app: api}\n  ports:\n  - {name: http, port: " + huge + "}\n")
+    assert_refused(run_limited(["generate", "--map", "map.yaml"], tmp_path), "map.yaml:7", "more than 4300 digits")
+    (tmp_path / "c.yaml").write_text("server:\n  maxRequestBytes: " + huge + "\n")
+    assert_refused(run_limited(["lint", "--config", "c.yaml", str(REPO / "examples" / "policies")], tmp_path),
+                   "c.yaml: line 2", "more than 4300 digits")
+
+
+def test_integers_in_other_notations_below_the_limit_are_still_read():
+    node, loader = next(safeload.yaml_nodes("a: 0x" + "f" * 3500 + "\nb: 0b101\nc: 0755\nd: 1:30\n"))
+    value = safeload.construct(node, loader)
+    assert value["a"] == int("f" * 3500, 16) and (value["b"], value["c"], value["d"]) == (5, 0o755, 90)
+
 # --- size limits (lowered in-process: a test does not write a gigabyte) -------------------
 
 def test_a_manifest_over_the_size_limit_is_refused(tmp_path, monkeypatch, capsys):

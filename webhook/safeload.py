@@ -17,12 +17,15 @@ Why each limit exists:
 - nesting: the walks over documents recurse once per level; a Kubernetes object is a
   few dozen levels deep at most;
 - integers: Python refuses to convert a decimal text of more than 4,300 digits (and
-  ``int('²')`` raises although ``'²'.isdigit()``); both become a clear error here.
+  ``int('²')`` raises although ``'²'.isdigit()``); both become a clear error here. Hex,
+  binary, octal and sexagesimal text converts without that limit, and the value then
+  cannot be printed: the converted value's digits count (_too_many_digits).
 """
 from __future__ import annotations
 
 import codecs
 import json
+import math
 import sys
 from typing import Any, Iterator
 
@@ -192,9 +195,48 @@ def check_node(root: Any) -> None:
 
 
 def _check_int(node: Any) -> None:
-    digits = node.value.replace("_", "").lstrip("+-")
-    if len(digits) > MAX_INT_DIGITS:
+    if _too_many_digits(node.value):
         raise UnsafeInput(f"a number has more than {MAX_INT_DIGITS} digits", _line(node))
+
+
+_DIGITS_PER = {2: math.log10(2), 8: math.log10(8), 16: math.log10(16), 60: math.log10(60)}
+
+
+def _too_many_digits(text: str) -> bool:
+    """Whether the integer YAML 1.1 reads from ``text`` has more than MAX_INT_DIGITS decimal
+    digits. The value counts, not the text: PyYAML converts hex (0x), binary (0b), octal
+    (leading 0) and sexagesimal (1:30:00) text without Python's limit, and 4,200 hex digits
+    are about 5,060 decimal ones, so the first str() of the result would raise. Decided
+    from the digit count where it is clear either way; converted exactly (a few thousand
+    digits at most) only near the limit."""
+    t = text.replace("_", "").lstrip("+-")
+    if ":" in t:
+        base, head, rest = 60, t.split(":")[0], t.split(":")[1:]
+        n = len(rest)  # further places of 60, each 0-59
+        low = len(head.lstrip("0")) + n * _DIGITS_PER[60]
+        high = len(head) + n * _DIGITS_PER[60] + 1
+    elif t[:2] in ("0x", "0b"):
+        base, t = (16 if t[1] == "x" else 2), t[2:].lstrip("0")
+        low, high = (len(t) - 1) * _DIGITS_PER[base], len(t) * _DIGITS_PER[base] + 1
+    elif len(t) > 1 and t[0] == "0":
+        base, t = 8, t.lstrip("0")
+        low, high = (len(t) - 1) * _DIGITS_PER[8], len(t) * _DIGITS_PER[8] + 1
+    else:
+        return len(t) > MAX_INT_DIGITS
+    if high <= MAX_INT_DIGITS:
+        return False
+    if low > MAX_INT_DIGITS:
+        return True
+    try:
+        if base == 60:
+            value = int(head)
+            for place in rest:
+                value = value * 60 + int(place)
+        else:
+            value = int(t, base)  # power-of-two bases: no digit limit in int()
+    except ValueError:
+        return False  # not a number at all: the converter says so
+    return value >= 10 ** MAX_INT_DIGITS
 
 
 class _NeedsCheck(Exception):
