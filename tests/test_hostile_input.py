@@ -208,6 +208,23 @@ def test_a_merge_key_in_a_config_still_works(tmp_path):
     assert load(str(tmp_path / "c.yaml"), env={}).mutations.addDnsEgress is True
 
 
+
+def test_a_merge_key_does_not_turn_dates_elsewhere_in_the_document_into_dates(tmp_path, capsys):
+    # Without the `<<` the label value is the string "2020-01-01" (as kubectl sends it); the
+    # merge key sent the document through PyYAML's constructor, which made it a date.
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: shop\n"
+        "  labels: {<<: {team: x}, released: 2020-01-01}\n"
+        "  annotations: {description: merged labels, built: 2020-01-01 10:00:00}\n"
+        "spec: {podSelector: {matchLabels: {since: 2021-02-03}}, policyTypes: [Ingress]}\n")
+    assert main(["lint", "--format", "json", str(tmp_path / "p.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not [f for f in out["findings"] if f["rule"] == "invalid-spec"], out["findings"]
+    node, loader = next(safeload.yaml_nodes((tmp_path / "p.yaml").read_text()))
+    meta = safeload.construct(node, loader)["metadata"]
+    assert meta["labels"] == {"team": "x", "released": "2020-01-01"}
+    assert meta["annotations"]["built"] == "2020-01-01 10:00:00"
+
 def test_the_documented_limits_are_the_ones_in_force():
     from webhook import bounded_text
     from webhook.admission import response

@@ -45,10 +45,19 @@ MAX_DEPTH = 200
 MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
 
 _READ_CHUNK = 1 * MIB
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _T = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _FLOAT = _T + "str", _T + "int", _T + "bool", _T + "null", _T + "float"
 _TIMESTAMP, _MERGE = _T + "timestamp", _T + "merge"
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader with timestamps kept as text, in PyYAML's own constructor too:
+    JSON and the API server have no dates (kubectl sends `released: 2020-01-01` as a
+    string), and a document must not read differently because a merge key somewhere in
+    it sent it through PyYAML's constructor instead of the fast path."""
+
+
+_Loader.add_constructor(_TIMESTAMP, _Loader.construct_yaml_str)
 
 
 class UnsafeInput(ValueError):
@@ -251,7 +260,7 @@ class _NeedsFullConstructor(_NeedsCheck):
 def construct(node: Any, loader: Any) -> Any:
     """A node -> Python, the way JSON would give it: maps, lists, strings, numbers,
     booleans, nulls; timestamps stay text. Merge keys and other tags go through PyYAML's
-    safe constructor. Safe on an unchecked node: a document that uses aliases (or nests
+    safe constructor (timestamps stay text there too). Safe on an unchecked node: a document that uses aliases (or nests
     too deep) is checked by check_node before it is expanded. Raises UnsafeInput."""
     try:
         return _fast_value(node, loader, 1, set())
@@ -266,7 +275,7 @@ def construct(node: Any, loader: Any) -> Any:
 
 
 def construct_full(node: Any, loader: Any) -> Any:
-    """PyYAML's safe constructor (timestamps become dates) on a node it checks first, with
+    """PyYAML's safe constructor (timestamps stay text, see _Loader) on a node it checks first, with
     the exceptions its scalar converters raise on odd text (`!!int ²`, `!!bool maybe`) made
     UnsafeInput. yaml.YAMLError passes through."""
     check_node(node)
