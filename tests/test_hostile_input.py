@@ -156,6 +156,18 @@ def test_integers_in_other_notations_below_the_limit_are_still_read():
     value = safeload.construct(node, loader)
     assert value["a"] == int("f" * 3500, 16) and (value["b"], value["c"], value["d"]) == (5, 0o755, 90)
 
+
+def test_a_long_key_over_a_long_list_takes_memory_in_proportion_to_the_file(tmp_path):
+    # 1 MB of key over 2,000 list items: the line of every field was kept under its full
+    # path, one copy of the key per item (2 GB: a MemoryError under the 1 GiB limit).
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n"
+        "spec:\n  podSelector: {}\n  ? " + "k" * 1_000_000 + "\n  : [" + "0, " * 2000 + "0]\n")
+    result = run_limited(["lint", "--format", "json", "p.yaml"], tmp_path)
+    assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr[-2000:]
+    findings = json.loads(result.stdout)["findings"]
+    assert any(f["file"] == "p.yaml" and f["rule"] == "invalid-spec" for f in findings), findings
+
 # --- size limits (lowered in-process: a test does not write a gigabyte) -------------------
 
 def test_a_manifest_over_the_size_limit_is_refused(tmp_path, monkeypatch, capsys):

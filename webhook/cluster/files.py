@@ -79,25 +79,103 @@ class Document:
         return Origin(self.file, self.line, self.lines)
 
 
-def field_lines(node: Any) -> dict[str, int]:
-    """Field path -> 1-based line, for every key in a composed YAML document."""
-    out: dict[str, int] = {}
+def field_lines(node: Any) -> "FieldLines":
+    """Field path -> 1-based line, for every key and list item in a composed YAML document."""
+    return FieldLines(node)
 
-    def walk(n: Any, path: str) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = str(k.value)
-                p = f"{path}.{key}" if path else key
-                out[p] = k.start_mark.line + 1
-                walk(v, p)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                p = f"{path}[{i}]"
-                out[p] = v.start_mark.line + 1
-                walk(v, p)
 
-    walk(node, "")
-    return out
+class FieldLines(Mapping[str, int]):
+    """The line of every field of a document, looked up by path (``spec.ingress[0].ports``).
+
+    Kept as a tree of the document's own keys (key -> (line, subtree)), not as a dict of
+    path strings: those repeat every key above them, and one long key over a list of N
+    items made N copies of it (a 1 MB key over 3,000 items took 3 GB). The tree is in
+    proportion to the document; an aliased node is one shared subtree. A key may hold '.'
+    or '[' itself (label keys do), so a lookup tries each way the path can be cut."""
+
+    def __init__(self, node: Any):
+        self._root = _line_tree(node, {})
+
+    def __getitem__(self, path: str) -> int:
+        line = _find_line(self._root, path)
+        if line is None:
+            raise KeyError(path)
+        return line
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and _find_line(self._root, path) is not None
+
+    def __iter__(self):
+        # every path, built one at a time (for tests and debugging; lookups never iterate)
+        stack = [("", self._root)]
+        while stack:
+            prefix, tree = stack.pop()
+            if isinstance(tree, dict):
+                entries = [(f"{prefix}.{k}" if prefix else k, sub) for k, (_, sub) in tree.items()]
+            else:
+                entries = [(f"{prefix}[{i}]", sub) for i, (_, sub) in enumerate(tree or ())]
+            for path, sub in entries:
+                yield path
+                if sub is not None:
+                    stack.append((path, sub))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _line_tree(node: Any, done: dict[int, Any]) -> Any:
+    """A mapping node -> {key: (line, subtree)}, a sequence -> [(line, subtree)], a scalar
+    -> None. `done`: the subtrees built so far by node id (an alias reuses its subtree)."""
+    nid = id(node)
+    if nid in done:
+        return done[nid]
+    if isinstance(node, yaml.MappingNode):
+        tree: Any = {}
+        done[nid] = tree
+        for k, v in node.value:
+            tree[str(k.value)] = (k.start_mark.line + 1, _line_tree(v, done))
+        return tree
+    if isinstance(node, yaml.SequenceNode):
+        items: list = []
+        done[nid] = items
+        items.extend((v.start_mark.line + 1, _line_tree(v, done)) for v in node.value)
+        return items
+    return None
+
+
+def _find_line(tree: Any, path: str) -> int | None:
+    """The line of `path` in a tree of _line_tree, or None."""
+    if not path:
+        return None
+    if path[0] == "[":
+        end = path.find("]")
+        if not isinstance(tree, list) or end < 0 or not path[1:end].isdecimal() or not path[1:end].isascii():
+            return None
+        i = int(path[1:end])
+        if i >= len(tree):
+            return None
+        line, sub = tree[i]
+        return line if end + 1 == len(path) else _after(sub, path[end + 1:])
+    if not isinstance(tree, dict):
+        return None
+    # the key is the path up to one of the following '.' or '[' (or all of it)
+    cuts = [i for i, c in enumerate(path) if c in ".["] + [len(path)]
+    for cut in cuts:
+        entry = tree.get(path[:cut])
+        if entry is None:
+            continue
+        line, sub = entry
+        if cut == len(path):
+            return line
+        found = _after(sub, path[cut:])
+        if found is not None:
+            return found
+    return None
+
+
+def _after(sub: Any, rest: str) -> int | None:
+    """`rest` starts with '.' (a key of `sub` follows) or '[' (an index)."""
+    return _find_line(sub, rest[1:] if rest[0] == "." else rest)
 
 
 def find_files(paths: Iterable[str]) -> list[str]:
