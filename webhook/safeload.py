@@ -26,6 +26,8 @@ from __future__ import annotations
 import codecs
 import json
 import math
+import os
+import stat
 import sys
 from typing import Any, Iterator
 
@@ -74,35 +76,70 @@ def size_text(n: int) -> str:
 
 # --- files -----------------------------------------------------------------------------
 
-def read_text(path: str, limit: int) -> str:
+class NotARegularFile(UnsafeInput):
+    """read_text(regular_only=True) met a FIFO, socket or device: a file found by walking a
+    directory that reading could wait on for ever (a FIFO with no writer) or never end."""
+
+
+def read_text(path: str, limit: int, *, regular_only: bool = False) -> str:
     """The file's text (UTF-8, a BOM dropped), read in chunks and refused as soon as it is
     over ``limit`` bytes, binary (a NUL in the first chunk) or not UTF-8.
 
     Raises OSError when the file cannot be opened or read, UnsafeInput otherwise. Works
-    on anything that can be read, not only regular files (a FIFO, /dev/stdin, /dev/zero).
+    on anything that can be read, not only regular files (a pipe, /dev/stdin, /dev/zero),
+    unless ``regular_only`` (then NotARegularFile). Opening never waits: a FIFO with no
+    writer is opened without one, and reads as nothing (refused, unless it is our stdin).
     """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode) and regular_only:
+            raise NotARegularFile(f"{_file_type(mode)}, not a regular file; name it on the command line to read it")
+        os.set_blocking(fd, True)  # O_NONBLOCK was for the open only: a pipe's writer may be slow
+        text, total = _read_limited(fh, limit)
+        if total == 0 and stat.S_ISFIFO(mode) and not _is_stdin(fd):
+            raise UnsafeInput("a FIFO with nothing written to it (no writer); to read a pipe, use `-` (stdin)")
+    return text
+
+
+def _read_limited(fh: Any, limit: int) -> tuple[str, int]:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     parts: list[str] = []
     total = 0
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            if total == 0 and b"\x00" in chunk[:8192]:
-                raise UnsafeInput("binary file, not YAML or JSON")
-            total += len(chunk)
-            if total > limit:
-                raise UnsafeInput(f"file is larger than the limit of {size_text(limit)}")
-            try:
-                parts.append(decoder.decode(chunk))
-            except UnicodeDecodeError:
-                raise UnsafeInput("not UTF-8 text") from None
+    while True:
+        chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        if total == 0 and b"\x00" in chunk[:8192]:
+            raise UnsafeInput("binary file, not YAML or JSON")
+        total += len(chunk)
+        if total > limit:
+            raise UnsafeInput(f"file is larger than the limit of {size_text(limit)}")
+        try:
+            parts.append(decoder.decode(chunk))
+        except UnicodeDecodeError:
+            raise UnsafeInput("not UTF-8 text") from None
     try:
         parts.append(decoder.decode(b"", final=True))
     except UnicodeDecodeError:
         raise UnsafeInput("not UTF-8 text") from None
-    return "".join(parts)
+    return "".join(parts), total
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _is_stdin(fd: int) -> bool:
+    try:
+        a, b = os.fstat(fd), os.fstat(0)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # --- JSON ------------------------------------------------------------------------------

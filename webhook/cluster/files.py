@@ -190,16 +190,35 @@ def walk(paths: Iterable[str]) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
     for p in paths:
         if os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(os.path.join(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES))
-            out.extend((f, True) for f in sorted(found))
+            out.extend((f, True) for f in sorted(_files_in(p)))
         elif os.path.exists(p) or p == STDIN:
             out.append((p, False))
         else:
             raise InputError(p, "no such file or directory")
     return out
+
+
+def _files_in(top: str) -> list[str]:
+    """The manifest files under a directory. Symlinked directories are followed (a
+    repository linking a shared folder of policies means them to be checked), each real
+    directory read once: a link back up the tree, or a second link to the same folder,
+    is not walked again ((device, inode) seen). Hidden directories (.git, .github) are
+    left out: they hold tools' files, not manifests; name one to check it. A directory
+    that cannot be read is unusable input, not a silent gap."""
+    def unreadable(err: OSError) -> None:
+        raise InputError(err.filename or top, f"cannot read directory: {err.strerror}")
+
+    seen: set[tuple[int, int]] = set()
+    found: list[str] = []
+    for root, dirs, files in os.walk(top, onerror=unreadable, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES))
+    return found
 
 
 # apiVersion groups of configuration files that look like objects but are read by a tool,
@@ -354,10 +373,14 @@ def _parse_json(text: str, file: str) -> list[Document]:
     return _expand(_check_object(obj, file, 1), None, file, 1)
 
 
-def read_file(path: str) -> list[Document]:
-    """The documents of one manifest file; refused past MAX_MANIFEST_BYTES (see safeload)."""
+def read_file(path: str, in_dir: bool = False) -> list[Document]:
+    """The documents of one manifest file; refused past MAX_MANIFEST_BYTES (see safeload).
+    A FIFO, socket or device found in a directory (`in_dir`) is NotAManifest: reading
+    could wait for ever (a FIFO nobody writes to hung `lint DIR`)."""
     try:
-        text = safeload.read_text(path, safeload.MAX_MANIFEST_BYTES)
+        text = safeload.read_text(path, safeload.MAX_MANIFEST_BYTES, regular_only=in_dir)
+    except safeload.NotARegularFile as exc:
+        raise NotAManifest(path, exc.message) from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     except safeload.UnsafeInput as exc:
@@ -365,11 +388,11 @@ def read_file(path: str) -> list[Document]:
     return parse_text(text, path)
 
 
-def _read(path: str) -> list[Document]:
+def _read(path: str, in_dir: bool = False) -> list[Document]:
     """read_file, and "-" for standard input: read as /dev/stdin (so like any file, and
     within the same limits), its documents and errors named <stdin>."""
     if path != STDIN:
-        return read_file(path)
+        return read_file(path, in_dir)
     try:
         docs = read_file("/dev/stdin")
     except InputError as exc:
@@ -412,11 +435,11 @@ def add_to_view(view: ClusterView, doc: Document) -> None:
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 
 
-def _read_or_skip(job: tuple[str, bool]) -> list[Document] | NotAManifest:
+def _read_or_skip(job: tuple[str, bool, bool]) -> list[Document] | NotAManifest:
     """The file's documents, or (when it may be skipped) why it holds no Kubernetes object."""
-    path, may_skip = job
+    path, may_skip, in_dir = job
     try:
-        return _read(path)
+        return _read(path, in_dir)
     except NotAManifest as exc:
         if may_skip:
             # A new exception with no traceback: the caught one holds the frames of the
@@ -426,12 +449,13 @@ def _read_or_skip(job: tuple[str, bool]) -> list[Document] | NotAManifest:
         raise
 
 
-def read_files(files: list[str], skippable: frozenset[str] | set[str] = frozenset()
-               ) -> list[list[Document] | NotAManifest]:
+def read_files(files: list[str], skippable: frozenset[str] | set[str] = frozenset(),
+               in_dirs: frozenset[str] | set[str] = frozenset()) -> list[list[Document] | NotAManifest]:
     """read_file over many files; large inputs are parsed on every core (YAML parsing is
     CPU-bound and the GIL keeps threads from helping). Order is preserved. A file in
-    `skippable` that holds no Kubernetes object comes back as its NotAManifest."""
-    jobs = [(f, f in skippable) for f in files]
+    `skippable` that holds no Kubernetes object comes back as its NotAManifest. Files in
+    `in_dirs` were found in a directory: only regular files among them are read."""
+    jobs = [(f, f in skippable, f in in_dirs) for f in files]
     total = 0
     for f in files:
         try:
@@ -472,11 +496,10 @@ def load_snapshot(paths: Iterable[str], cluster_paths: Iterable[str] = (),
     checked_set = set(checked)
     found_context = [(f, d) for f, d in walk(cluster_paths) if f not in checked_set]
     context = [f for f, _ in found_context]
-    skippable: set[str] = set()
-    if not strict:
-        skippable = {f for f, in_dir in found + found_context if in_dir} | (set(walked) & checked_set)
+    in_dirs = {f for f, in_dir in found + found_context if in_dir} | (set(walked) & checked_set)
+    skippable = set() if strict else in_dirs
     try:
-        parsed = iter(read_files(context + checked, frozenset(skippable)))
+        parsed = iter(read_files(context + checked, frozenset(skippable), frozenset(in_dirs)))
     except NotAManifest as exc:
         in_dir = any(f == exc.file and d for f, d in found + found_context) or exc.file in set(walked)
         raise InputError(exc.file, exc.reason + (
