@@ -101,7 +101,7 @@ class FieldLines(Mapping[str, int]):
         child: dict[str, int] = {}
         lines = array("l", [0])  # number 0: the document itself
         numbered = {id(node): 0}  # collections numbered so far: an alias is not walked again
-        todo = [(node, 0)]
+        todo = [] if node.__class__ is yaml.ScalarNode else [(node, 0)]  # a document of one scalar: no fields
         while todo:
             n, number = todo.pop()
             mapping = n.__class__ is yaml.MappingNode
