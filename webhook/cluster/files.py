@@ -358,7 +358,8 @@ def _parse_json_fast(text: str, file: str) -> list[Document] | None:
     """JSON through the json module (a `kubectl get -A -o json` snapshot of 50,000 pods
     parses in a second instead of a minute). Files holding NetworkPolicies (or a
     NetworkPolicyList, whose items name no kind) go through the YAML path instead, which
-    knows the line of every field for the findings."""
+    knows the line of every field for the findings. A duplicate key goes there too, to be
+    reported with its line and path."""
     if '"NetworkPolicy' in text:  # a NetworkPolicyList from the API too
         return None
     try:
@@ -371,7 +372,7 @@ def _parse_json_fast(text: str, file: str) -> list[Document] | None:
 
 def _parse_json(text: str, file: str) -> list[Document]:
     try:
-        obj = safeload.load_json(text)
+        obj = safeload.load_json(text, refuse_duplicates=True)
     except json.JSONDecodeError as exc:
         raise InputError(file, f"not valid JSON: {exc.msg}", exc.lineno) from None
     except safeload.UnsafeInput as exc:
