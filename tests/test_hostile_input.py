@@ -250,6 +250,7 @@ def test_the_documented_limits_are_the_ones_in_force():
         assert text in section, text
     assert safeload.MAX_MANIFEST_BYTES == 1024 ** 3 and safeload.MAX_MAP_BYTES == 64 * 1024 ** 2
     assert safeload.MAX_CONFIG_BYTES == 4 * 1024 ** 2
+    assert "4 MiB per kubeconfig" in section and safeload.MAX_KUBECONFIG_BYTES == 4 * 1024 ** 2
 
 
 # Strings of Unicode digits: '²'.isdigit() is True but int('²') raises. Each place that reads a

@@ -3,7 +3,7 @@ and nesting, numbers that convert without raising.
 
 Every loader goes through here - manifests and cluster snapshots (cluster/files.py),
 communication maps (generate/mapparse.py), the configuration (config.py) and the
-AdmissionReview body (admission/review.py) - so the limits are one set, documented once
+AdmissionReview body (admission/review.py), and the kubeconfig (cluster/kubeconfig.py) - so the limits are one set, documented once
 (docs/operations.md, "Limits on input"). Each loader turns ``UnsafeInput`` into its own
 error type (InputError, MapError, ConfigError, BadReview), which names the file and line.
 
@@ -39,6 +39,8 @@ MIB = 1024 * 1024
 MAX_MANIFEST_BYTES = 1024 * MIB
 MAX_MAP_BYTES = 64 * MIB
 MAX_CONFIG_BYTES = 4 * MIB
+# A kubeconfig of a few hundred clusters with certificates written in is well under this.
+MAX_KUBECONFIG_BYTES = 4 * MIB
 # Nodes that aliases may add to one YAML document on top of the nodes written out.
 MAX_ALIAS_NODES = 100_000
 # Levels of nesting in one YAML document (JSON: the json parser's own recursion guard).
