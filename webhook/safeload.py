@@ -195,6 +195,18 @@ def yaml_nodes(text: str) -> Iterator[tuple[Any, Any]]:
         loader.dispose()
 
 
+def one_document(text: str, *, full: bool = False) -> Any:
+    """The single YAML document of a file that holds one (a configuration, a kubeconfig):
+    None when empty, UnsafeInput naming the line of a second one. ``full``: through
+    construct_full (PyYAML's constructor), else construct."""
+    data: Any = None
+    for i, (node, loader) in enumerate(yaml_nodes(text)):
+        if i:
+            raise UnsafeInput("expected one YAML document, found a second one", node.start_mark.line + 1)
+        data = construct_full(node, loader) if full else construct(node, loader)
+    return data
+
+
 def _children(node: Any) -> list:
     if node.__class__ is yaml.MappingNode:
         return [n for kv in node.value for n in kv]

@@ -48,12 +48,7 @@ def kubeconfig_paths(kubeconfig: Optional[str], env: Mapping[str, str] = os.envi
 def read_kubeconfig(path: str) -> dict:
     """One kubeconfig file as a dict, read within safeload's limits; KubeconfigError."""
     try:
-        text = safeload.read_text(path, safeload.MAX_KUBECONFIG_BYTES)
-        data: Any = None
-        for i, (node, loader) in enumerate(safeload.yaml_nodes(text)):
-            if i:
-                raise safeload.UnsafeInput("expected one YAML document, found a second one", node.start_mark.line + 1)
-            data = safeload.construct(node, loader)
+        data = safeload.one_document(safeload.read_text(path, safeload.MAX_KUBECONFIG_BYTES))
     except OSError as exc:
         raise KubeconfigError(path, f"cannot read: {exc.strerror}") from None
     except safeload.UnsafeInput as exc:
