@@ -114,6 +114,60 @@ def test_a_huge_integer_in_a_networkpolicy_names_the_line(tmp_path):
     assert_refused(run_limited(["lint", "p.yaml"], tmp_path), "p.yaml:8:", "more than 4300 digits")
 
 
+
+# Integers YAML 1.1 reads in other notations, each past 4,300 decimal digits only once
+# converted (their text is shorter): PyYAML builds them, the first str() raised.
+HUGE_INT_NOTATIONS = {
+    "hex": "0x" + "f" * 3600,  # ~4,335 decimal digits
+    "binary": "0b" + "1" * 14_300,  # ~4,305
+    "octal": "0" + "7" * 4800,  # ~4,335
+    "underscored-hex": "0x" + "f_" * 3599 + "f",
+    "sexagesimal": "1" + ":59" * 2500,  # ~4,446
+}
+POLICY_WITH_PORT = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                    "metadata: {name: p, namespace: shop}\nspec:\n  podSelector: {}\n"
+                    "  ingress:\n  - ports:\n    - port: PORT\n")
+
+
+@pytest.mark.parametrize("notation", sorted(HUGE_INT_NOTATIONS))
+def test_a_huge_integer_in_another_notation_is_refused_with_its_line(tmp_path, notation):
+    (tmp_path / "p.yaml").write_text(POLICY_WITH_PORT.replace("PORT", HUGE_INT_NOTATIONS[notation]))
+    assert_refused(run_limited(["lint", "p.yaml"], tmp_path), "p.yaml:8:", "more than 4300 digits")
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve --cluster"])
+def test_a_huge_hex_integer_in_a_snapshot_is_refused(tmp_path, command):
+    (tmp_path / "p.yaml").write_text(POLICY_WITH_PORT.replace("PORT", HUGE_INT_NOTATIONS["hex"]))
+    assert_refused(run_limited(MANIFEST_COMMANDS[command]("p.yaml"), tmp_path), "p.yaml:8:", "more than 4300 digits")
+
+
+def test_a_huge_hex_integer_in_a_map_or_config_is_refused(tmp_path):
+    huge = HUGE_INT_NOTATIONS["hex"]
+    (tmp_path / "map.yaml").write_text("namespaces: [shop]\nworkloads:\n- name: api\n  namespace: shop\n"
+                                       "  labels: {app: api}\n  ports:\n  - {name: http, port: " + huge + "}\n")
+    assert_refused(run_limited(["generate", "--map", "map.yaml"], tmp_path), "map.yaml:7", "more than 4300 digits")
+    (tmp_path / "c.yaml").write_text("server:\n  maxRequestBytes: " + huge + "\n")
+    assert_refused(run_limited(["lint", "--config", "c.yaml", str(REPO / "examples" / "policies")], tmp_path),
+                   "c.yaml: line 2", "more than 4300 digits")
+
+
+def test_integers_in_other_notations_below_the_limit_are_still_read():
+    node, loader = next(safeload.yaml_nodes("a: 0x" + "f" * 3500 + "\nb: 0b101\nc: 0755\nd: 1:30\n"))
+    value = safeload.construct(node, loader)
+    assert value["a"] == int("f" * 3500, 16) and (value["b"], value["c"], value["d"]) == (5, 0o755, 90)
+
+
+def test_a_long_key_over_a_long_list_takes_memory_in_proportion_to_the_file(tmp_path):
+    # 1 MB of key over 2,000 list items: the line of every field was kept under its full
+    # path, one copy of the key per item (2 GB: a MemoryError under the 1 GiB limit).
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n"
+        "spec:\n  podSelector: {}\n  ? " + "k" * 1_000_000 + "\n  : [" + "0, " * 2000 + "0]\n")
+    result = run_limited(["lint", "--format", "json", "p.yaml"], tmp_path)
+    assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr[-2000:]
+    findings = json.loads(result.stdout)["findings"]
+    assert any(f["file"] == "p.yaml" and f["rule"] == "invalid-spec" for f in findings), findings
+
 # --- size limits (lowered in-process: a test does not write a gigabyte) -------------------
 
 def test_a_manifest_over_the_size_limit_is_refused(tmp_path, monkeypatch, capsys):
@@ -166,6 +220,23 @@ def test_a_merge_key_in_a_config_still_works(tmp_path):
     assert load(str(tmp_path / "c.yaml"), env={}).mutations.addDnsEgress is True
 
 
+
+def test_a_merge_key_does_not_turn_dates_elsewhere_in_the_document_into_dates(tmp_path, capsys):
+    # Without the `<<` the label value is the string "2020-01-01" (as kubectl sends it); the
+    # merge key sent the document through PyYAML's constructor, which made it a date.
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: shop\n"
+        "  labels: {<<: {team: x}, released: 2020-01-01}\n"
+        "  annotations: {description: merged labels, built: 2020-01-01 10:00:00}\n"
+        "spec: {podSelector: {matchLabels: {since: 2021-02-03}}, policyTypes: [Ingress]}\n")
+    assert main(["lint", "--format", "json", str(tmp_path / "p.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not [f for f in out["findings"] if f["rule"] == "invalid-spec"], out["findings"]
+    node, loader = next(safeload.yaml_nodes((tmp_path / "p.yaml").read_text()))
+    meta = safeload.construct(node, loader)["metadata"]
+    assert meta["labels"] == {"team": "x", "released": "2020-01-01"}
+    assert meta["annotations"]["built"] == "2020-01-01 10:00:00"
+
 def test_the_documented_limits_are_the_ones_in_force():
     from webhook import bounded_text
     from webhook.admission import response
@@ -179,6 +250,7 @@ def test_the_documented_limits_are_the_ones_in_force():
         assert text in section, text
     assert safeload.MAX_MANIFEST_BYTES == 1024 ** 3 and safeload.MAX_MAP_BYTES == 64 * 1024 ** 2
     assert safeload.MAX_CONFIG_BYTES == 4 * 1024 ** 2
+    assert "4 MiB per kubeconfig" in section and safeload.MAX_KUBECONFIG_BYTES == 4 * 1024 ** 2
 
 
 # Strings of Unicode digits: '²'.isdigit() is True but int('²') raises. Each place that reads a

@@ -164,3 +164,26 @@ def test_serve_with_a_cluster_directory_skips_other_yaml_and_starts(tmp_path, se
     review = json.loads((REPO / "examples" / "admission" / "create-denied.json").read_text())
     status, body = server.post_json("/validate", review)
     assert status == 200 and body["response"]["allowed"] is False
+
+
+def test_skipped_files_keep_nothing_of_their_text(tmp_path):
+    # Each skipped file used to keep its parse alive until the end (the exception with its
+    # traceback: the text and the YAML parser), so memory grew with every skipped file.
+    import gc
+    import tracemalloc
+    from webhook.cluster.files import load_snapshot
+    d = tmp_path / "repo"
+    d.mkdir()
+    shutil.copy(REPO / "examples" / "policies" / "good" / "monitoring-ingress.yaml", d)
+    padding = "# " + "x" * 30_000 + "\n"
+    for i in range(100):  # 3 MB: read in this process (below files.PARALLEL_MIN_BYTES)
+        (d / f"values-{i}.yaml").write_text(padding + f"replicas: {i}\n")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        snap = load_snapshot([str(d)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(snap.skipped) == 100 and len(snap.policy_docs) == 1
+    assert peak < 3_000_000, f"{peak:,} bytes at the peak: more than the 100 skipped files of 30 KB together"

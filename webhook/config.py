@@ -382,13 +382,7 @@ def from_dict(data: Any, source: str = "configuration", env: Mapping[str, str] |
 def _read_yaml(path: str) -> Any:
     """The file's single YAML document (None when empty), read within
     safeload.MAX_CONFIG_BYTES and with aliases, nesting and numbers bounded."""
-    text = safeload.read_text(path, safeload.MAX_CONFIG_BYTES)
-    data: Any = None
-    for i, (node, loader) in enumerate(safeload.yaml_nodes(text)):
-        if i:
-            raise safeload.UnsafeInput("expected one YAML document, found a second one", node.start_mark.line + 1)
-        data = safeload.construct_full(node, loader)
-    return data
+    return safeload.one_document(safeload.read_text(path, safeload.MAX_CONFIG_BYTES), full=True)
 
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -3,7 +3,7 @@ and nesting, numbers that convert without raising.
 
 Every loader goes through here - manifests and cluster snapshots (cluster/files.py),
 communication maps (generate/mapparse.py), the configuration (config.py) and the
-AdmissionReview body (admission/review.py) - so the limits are one set, documented once
+AdmissionReview body (admission/review.py), and the kubeconfig (cluster/kubeconfig.py) - so the limits are one set, documented once
 (docs/operations.md, "Limits on input"). Each loader turns ``UnsafeInput`` into its own
 error type (InputError, MapError, ConfigError, BadReview), which names the file and line.
 
@@ -17,12 +17,17 @@ Why each limit exists:
 - nesting: the walks over documents recurse once per level; a Kubernetes object is a
   few dozen levels deep at most;
 - integers: Python refuses to convert a decimal text of more than 4,300 digits (and
-  ``int('²')`` raises although ``'²'.isdigit()``); both become a clear error here.
+  ``int('²')`` raises although ``'²'.isdigit()``); both become a clear error here. Hex,
+  binary, octal and sexagesimal text converts without that limit, and the value then
+  cannot be printed: the converted value's digits count (_too_many_digits).
 """
 from __future__ import annotations
 
 import codecs
 import json
+import math
+import os
+import stat
 import sys
 from typing import Any, Iterator
 
@@ -34,6 +39,8 @@ MIB = 1024 * 1024
 MAX_MANIFEST_BYTES = 1024 * MIB
 MAX_MAP_BYTES = 64 * MIB
 MAX_CONFIG_BYTES = 4 * MIB
+# A kubeconfig of a few hundred clusters with certificates written in is well under this.
+MAX_KUBECONFIG_BYTES = 4 * MIB
 # Nodes that aliases may add to one YAML document on top of the nodes written out.
 MAX_ALIAS_NODES = 100_000
 # Levels of nesting in one YAML document (JSON: the json parser's own recursion guard).
@@ -42,10 +49,19 @@ MAX_DEPTH = 200
 MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
 
 _READ_CHUNK = 1 * MIB
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _T = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _FLOAT = _T + "str", _T + "int", _T + "bool", _T + "null", _T + "float"
 _TIMESTAMP, _MERGE = _T + "timestamp", _T + "merge"
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader with timestamps kept as text, in PyYAML's own constructor too:
+    JSON and the API server have no dates (kubectl sends `released: 2020-01-01` as a
+    string), and a document must not read differently because a merge key somewhere in
+    it sent it through PyYAML's constructor instead of the fast path."""
+
+
+_Loader.add_constructor(_TIMESTAMP, _Loader.construct_yaml_str)
 
 
 class UnsafeInput(ValueError):
@@ -62,51 +78,101 @@ def size_text(n: int) -> str:
 
 # --- files -----------------------------------------------------------------------------
 
-def read_text(path: str, limit: int) -> str:
+class NotARegularFile(UnsafeInput):
+    """read_text(regular_only=True) met a FIFO, socket or device: a file found by walking a
+    directory that reading could wait on for ever (a FIFO with no writer) or never end."""
+
+
+def read_text(path: str, limit: int, *, regular_only: bool = False) -> str:
     """The file's text (UTF-8, a BOM dropped), read in chunks and refused as soon as it is
     over ``limit`` bytes, binary (a NUL in the first chunk) or not UTF-8.
 
     Raises OSError when the file cannot be opened or read, UnsafeInput otherwise. Works
-    on anything that can be read, not only regular files (a FIFO, /dev/stdin, /dev/zero).
+    on anything that can be read, not only regular files (a pipe, /dev/stdin, /dev/zero),
+    unless ``regular_only`` (then NotARegularFile). Opening never waits: a FIFO with no
+    writer is opened without one, and reads as nothing (refused, unless it is our stdin).
     """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode) and regular_only:
+            raise NotARegularFile(f"{_file_type(mode)}, not a regular file; name it on the command line to read it")
+        os.set_blocking(fd, True)  # O_NONBLOCK was for the open only: a pipe's writer may be slow
+        text, total = _read_limited(fh, limit)
+        if total == 0 and stat.S_ISFIFO(mode) and not _is_stdin(fd):
+            raise UnsafeInput("a FIFO with nothing written to it (no writer); to read a pipe, use `-` (stdin)")
+    return text
+
+
+def _read_limited(fh: Any, limit: int) -> tuple[str, int]:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     parts: list[str] = []
     total = 0
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            if total == 0 and b"\x00" in chunk[:8192]:
-                raise UnsafeInput("binary file, not YAML or JSON")
-            total += len(chunk)
-            if total > limit:
-                raise UnsafeInput(f"file is larger than the limit of {size_text(limit)}")
-            try:
-                parts.append(decoder.decode(chunk))
-            except UnicodeDecodeError:
-                raise UnsafeInput("not UTF-8 text") from None
+    while True:
+        chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        if total == 0 and b"\x00" in chunk[:8192]:
+            raise UnsafeInput("binary file, not YAML or JSON")
+        total += len(chunk)
+        if total > limit:
+            raise UnsafeInput(f"file is larger than the limit of {size_text(limit)}")
+        try:
+            parts.append(decoder.decode(chunk))
+        except UnicodeDecodeError:
+            raise UnsafeInput("not UTF-8 text") from None
     try:
         parts.append(decoder.decode(b"", final=True))
     except UnicodeDecodeError:
         raise UnsafeInput("not UTF-8 text") from None
-    return "".join(parts)
+    return "".join(parts), total
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _is_stdin(fd: int) -> bool:
+    try:
+        a, b = os.fstat(fd), os.fstat(0)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # --- JSON ------------------------------------------------------------------------------
 
-def load_json(text: str | bytes) -> Any:
+def load_json(text: str | bytes, *, refuse_duplicates: bool = False) -> Any:
     """json.loads, with the two ways it fails on hostile input made UnsafeInput:
-    nesting past the parser's recursion guard, and integers of too many digits.
-    Malformed JSON still raises json.JSONDecodeError (the caller reports line and column)."""
+    nesting past the parser's recursion guard, and integers of too many digits; with
+    ``refuse_duplicates``, a key written twice in one object too (no line: the json
+    module does not say where). Malformed JSON still raises json.JSONDecodeError (the
+    caller reports line and column)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_object_without_duplicates) if refuse_duplicates else json.loads(text)
     except RecursionError:
         raise UnsafeInput("JSON nested too deeply") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, UnsafeInput):
         raise
     except ValueError as exc:  # only the integer digit limit raises a plain ValueError
         raise UnsafeInput(_value_problem(exc)) from None
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    # One dict() in C per object; the loop only runs for an object that has a duplicate.
+    # (~20% on json.loads of a 16 MB pod list: paid by manifests, not by review bodies.)
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise UnsafeInput(duplicate_key_message(key))
+            seen.add(key)
+    return out
 
 
 def _value_problem(exc: Exception) -> str:
@@ -129,6 +195,18 @@ def yaml_nodes(text: str) -> Iterator[tuple[Any, Any]]:
         loader.dispose()
 
 
+def one_document(text: str, *, full: bool = False) -> Any:
+    """The single YAML document of a file that holds one (a configuration, a kubeconfig):
+    None when empty, UnsafeInput naming the line of a second one. ``full``: through
+    construct_full (PyYAML's constructor), else construct."""
+    data: Any = None
+    for i, (node, loader) in enumerate(yaml_nodes(text)):
+        if i:
+            raise UnsafeInput("expected one YAML document, found a second one", node.start_mark.line + 1)
+        data = construct_full(node, loader) if full else construct(node, loader)
+    return data
+
+
 def _children(node: Any) -> list:
     if node.__class__ is yaml.MappingNode:
         return [n for kv in node.value for n in kv]
@@ -139,6 +217,58 @@ def _children(node: Any) -> list:
 
 def _line(node: Any) -> int:
     return node.start_mark.line + 1
+
+
+def duplicate_key_message(key: str, path: str = "") -> str:
+    where = f"{path[:200]}: " if path else ""
+    return (f"{where}duplicate key {key[:100]!r} (YAML and JSON keep only the last one, "
+            "and kubectl refuses the file)")
+
+
+def duplicate_keys(root: Any) -> Iterator[tuple[int, str, str]]:
+    """(line, field path, key) for every key written a second time in one mapping of a
+    composed document, keys compared as written; merge keys (`<<`) are not keys. One pass
+    over the distinct nodes (an aliased node is scanned once); the path of a node is only
+    spelled out for a duplicate, as a long key over a long list would repeat it per item."""
+    stack: list[tuple[Any, Any]] = [(root, None)]  # (node, (parent link, label) or None)
+    seen: set[int] = set()
+    while stack:
+        node, link = stack.pop()
+        if node.__class__ is yaml.MappingNode:
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            keys: set[str] = set()
+            for k, v in node.value:
+                if k.tag == _MERGE:
+                    continue
+                key = str(k.value)
+                if key in keys:
+                    yield _line(k), _path((link, key)), key
+                keys.add(key)
+                stack.append((v, (link, key)))
+        elif node.__class__ is yaml.SequenceNode:
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.extend((v, (link, i)) for i, v in enumerate(node.value))
+
+
+def _path(link: Any) -> str:
+    labels = []
+    while link is not None:
+        link, label = link
+        labels.append(label)
+    out = ""
+    for label in reversed(labels):
+        out += f"[{label}]" if isinstance(label, int) else (f".{label}" if out else label)
+    return out
+
+
+def refuse_duplicate_keys(root: Any) -> None:
+    """UnsafeInput naming the line, path and key of the first key written twice."""
+    for line, path, key in duplicate_keys(root):
+        raise UnsafeInput(duplicate_key_message(key, path), line)
 
 
 def check_node(root: Any) -> None:
@@ -192,9 +322,48 @@ def check_node(root: Any) -> None:
 
 
 def _check_int(node: Any) -> None:
-    digits = node.value.replace("_", "").lstrip("+-")
-    if len(digits) > MAX_INT_DIGITS:
+    if _too_many_digits(node.value):
         raise UnsafeInput(f"a number has more than {MAX_INT_DIGITS} digits", _line(node))
+
+
+_DIGITS_PER = {2: math.log10(2), 8: math.log10(8), 16: math.log10(16), 60: math.log10(60)}
+
+
+def _too_many_digits(text: str) -> bool:
+    """Whether the integer YAML 1.1 reads from ``text`` has more than MAX_INT_DIGITS decimal
+    digits. The value counts, not the text: PyYAML converts hex (0x), binary (0b), octal
+    (leading 0) and sexagesimal (1:30:00) text without Python's limit, and 4,200 hex digits
+    are about 5,060 decimal ones, so the first str() of the result would raise. Decided
+    from the digit count where it is clear either way; converted exactly (a few thousand
+    digits at most) only near the limit."""
+    t = text.replace("_", "").lstrip("+-")
+    if ":" in t:
+        base, head, rest = 60, t.split(":")[0], t.split(":")[1:]
+        n = len(rest)  # further places of 60, each 0-59
+        low = len(head.lstrip("0")) + n * _DIGITS_PER[60]
+        high = len(head) + n * _DIGITS_PER[60] + 1
+    elif t[:2] in ("0x", "0b"):
+        base, t = (16 if t[1] == "x" else 2), t[2:].lstrip("0")
+        low, high = (len(t) - 1) * _DIGITS_PER[base], len(t) * _DIGITS_PER[base] + 1
+    elif len(t) > 1 and t[0] == "0":
+        base, t = 8, t.lstrip("0")
+        low, high = (len(t) - 1) * _DIGITS_PER[8], len(t) * _DIGITS_PER[8] + 1
+    else:
+        return len(t) > MAX_INT_DIGITS
+    if high <= MAX_INT_DIGITS:
+        return False
+    if low > MAX_INT_DIGITS:
+        return True
+    try:
+        if base == 60:
+            value = int(head)
+            for place in rest:
+                value = value * 60 + int(place)
+        else:
+            value = int(t, base)  # power-of-two bases: no digit limit in int()
+    except ValueError:
+        return False  # not a number at all: the converter says so
+    return value >= 10 ** MAX_INT_DIGITS
 
 
 class _NeedsCheck(Exception):
@@ -206,28 +375,40 @@ class _NeedsFullConstructor(_NeedsCheck):
     """A document uses something the fast path leaves to PyYAML (merge keys, custom tags)."""
 
 
+class _Duplicate(Exception):
+    """The fast path met a key already in its mapping (the key node is the argument)."""
+
+
 def construct(node: Any, loader: Any) -> Any:
     """A node -> Python, the way JSON would give it: maps, lists, strings, numbers,
     booleans, nulls; timestamps stay text. Merge keys and other tags go through PyYAML's
-    safe constructor. Safe on an unchecked node: a document that uses aliases (or nests
-    too deep) is checked by check_node before it is expanded. Raises UnsafeInput."""
+    safe constructor (timestamps stay text there too). Safe on an unchecked node: a document that uses aliases (or nests
+    too deep) is checked by check_node before it is expanded. A key written twice in
+    one mapping is refused (duplicate_keys). Raises UnsafeInput."""
     try:
-        return _fast_value(node, loader, 1, set())
-    except _NeedsFullConstructor:
-        return construct_full(node, loader)
-    except _NeedsCheck:
-        check_node(node)
-    try:
-        return _fast_value(node, loader, 1, None)
-    except _NeedsFullConstructor:
-        return construct_full(node, loader)
+        try:
+            return _fast_value(node, loader, 1, set())
+        except _NeedsFullConstructor:
+            return construct_full(node, loader)
+        except _NeedsCheck:
+            check_node(node)
+        try:
+            return _fast_value(node, loader, 1, None)
+        except _NeedsFullConstructor:
+            return construct_full(node, loader)
+    except _Duplicate as dup:
+        refuse_duplicate_keys(node)  # the path, from the one scan every loader shares
+        key = dup.args[0]  # written differently, read as the same key (1 and 0x1)
+        raise UnsafeInput(duplicate_key_message(str(key.value)), _line(key)) from None
 
 
 def construct_full(node: Any, loader: Any) -> Any:
-    """PyYAML's safe constructor (timestamps become dates) on a node it checks first, with
+    """PyYAML's safe constructor (timestamps stay text, see _Loader) on a node it checks first, with
     the exceptions its scalar converters raise on odd text (`!!int ²`, `!!bool maybe`) made
-    UnsafeInput. yaml.YAMLError passes through."""
+    UnsafeInput, and a key written twice in one mapping refused (PyYAML keeps the last).
+    yaml.YAMLError passes through."""
     check_node(node)
+    refuse_duplicate_keys(node)
     try:
         return loader.construct_document(node)
     except yaml.YAMLError:
@@ -307,7 +488,10 @@ def _fast_value(node: Any, fallback: Any, depth: int, seen: set[int] | None) -> 
         for k, v in node.value:
             if k.tag == _MERGE or k.__class__ is not yaml.ScalarNode:
                 raise _NeedsFullConstructor
-            out[_fast_value(k, fallback, depth, seen)] = _fast_value(v, fallback, depth, seen)
+            key = _fast_value(k, fallback, depth, seen)
+            if key in out:
+                raise _Duplicate(k)
+            out[key] = _fast_value(v, fallback, depth, seen)
         return out
     if cls is yaml.SequenceNode:
         return [_fast_value(v, fallback, depth, seen) for v in node.value]

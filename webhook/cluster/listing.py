@@ -35,6 +35,8 @@ def api_configuration(kubeconfig: Optional[str], context: Optional[str]):
     """A kubernetes client Configuration from the kubeconfig (file and context), else in-cluster."""
     from kubernetes import client as k8s_client, config as k8s_config
 
+    from webhook.cluster.kubeconfig import load_kubeconfig
+
     configuration = k8s_client.Configuration()
     where = f"kubeconfig {kubeconfig or '(default)'}" + (f", context {context}" if context else "")
     try:
@@ -44,7 +46,7 @@ def api_configuration(kubeconfig: Optional[str], context: Optional[str]):
                 return configuration
             except k8s_config.ConfigException:
                 pass
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        load_kubeconfig(configuration, kubeconfig, context)
     except Exception as exc:  # noqa: BLE001 - a missing file, an unknown context, bad YAML
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ListingError(f"{where}: cannot be used: {text}") from None

@@ -132,7 +132,8 @@ def live_source(config, kube_config_file: str | None = None) -> ViewSource:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
-            k8s_config.load_kube_config(config_file=kube_config_file, client_configuration=configuration)
+            from webhook.cluster.kubeconfig import load_kubeconfig
+            load_kubeconfig(configuration, kube_config_file)
     except Exception as exc:  # noqa: BLE001 - every failure here is "no cluster to talk to"
         raise SourceUnavailable(f"no cluster configuration: not in a pod and no usable kubeconfig ({exc}); "
                                 "use --cluster PATH or --dev") from None

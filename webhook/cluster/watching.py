@@ -76,7 +76,8 @@ def default_api_client() -> tuple[Any, bool]:
     try:
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=config)
+        from webhook.cluster.kubeconfig import load_kubeconfig
+        load_kubeconfig(config)
     return kubernetes.client.ApiClient(config), True
 
 

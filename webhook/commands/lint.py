@@ -30,7 +30,9 @@ In a directory (PATH or --cluster), files that hold no Kubernetes object - a Hel
 Chart.yaml or values file, a kustomization.yaml, a communication map, other tools'
 YAML - are skipped, each named in a note on stderr; --strict makes them unusable input.
 A file named on the command line is always read as manifests, and broken YAML is never
-skipped.
+skipped. Walking a directory, symlinked directories are followed (each real directory
+once), hidden ones (.git, .github) are left out, and a FIFO, socket or device is skipped
+with a note (docs/ci.md).
 
 exit status: 0 no error-level finding; 1 at least one; 2 unusable input or usage.
 

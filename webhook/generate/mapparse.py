@@ -159,7 +159,8 @@ def _compose(text: str, file: str) -> tuple[Any, Any]:
             raise MapError(file, [MapProblem(extra[0].start_mark.line + 1, "",
                                              "the map must be one YAML document; found a second one")])
         safeload.check_node(node)
-        dups = list(_duplicate_keys(node, ""))
+        dups = [MapProblem(line, path, safeload.duplicate_key_message(key))
+                for line, path, key in safeload.duplicate_keys(node)]
         if dups:
             raise MapError(file, dups)
         return safeload.construct_full(node, loader), node
@@ -180,21 +181,6 @@ def read_map(path: str) -> str:
         raise MapError(path, [MapProblem(0, "", f"cannot read: {exc.strerror}")]) from None
     except safeload.UnsafeInput as exc:
         raise MapError(path, [MapProblem(0, "", exc.message)]) from None
-
-
-def _duplicate_keys(node: Any, path: str) -> Iterable[MapProblem]:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k, v in node.value:
-            key = str(k.value)
-            p = f"{path}.{key}" if path else key
-            if key in seen:
-                yield MapProblem(k.start_mark.line + 1, p, f"duplicate key {key!r} (YAML keeps only the last one)")
-            seen.add(key)
-            yield from _duplicate_keys(v, p)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            yield from _duplicate_keys(v, f"{path}[{i}]")
 
 
 # --- the map ---------------------------------------------------------------------------------

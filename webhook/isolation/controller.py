@@ -502,7 +502,8 @@ def kube_api_client(kubeconfig: Optional[str] = None) -> Any:
             return kubernetes.client.ApiClient(configuration)
         except kubernetes.config.ConfigException:
             pass
-    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    from webhook.cluster.kubeconfig import load_kubeconfig
+    load_kubeconfig(configuration, kubeconfig)
     return kubernetes.client.ApiClient(configuration)
 
 
