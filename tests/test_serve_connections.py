@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.stall import KINDS, UNREAD, closed_by_peer, closed_without_reading, open_stalled, review_request
+from bench.stall import (KINDS, UNREAD, closed_by_peer, closed_without_reading, open_stalled, review_request,
+                         stop_server)
 from tests.server_fixture import client_context, module_server_factory  # noqa: F401 (fixture)
 from tests.server_fixture import serve  # noqa: F401 (fixture)
 from webhook.admission import transport
@@ -439,13 +440,7 @@ def small_server(tmp_path):
                 time.sleep(0.2)
         yield target
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_server(proc)
         log.close()
 
 
