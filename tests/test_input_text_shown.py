@@ -221,3 +221,22 @@ def test_integer_options_take_ascii_digits_only(tmp_path, args, value):
 def test_every_integer_option_uses_the_shared_type():
     for path in (REPO / "webhook").rglob("*.py"):
         assert "type=int" not in path.read_text(), path
+
+
+def test_simulate_output_escapes_names_from_the_files(tmp_path):
+    # Pod names in a snapshot are not validated as the API server would: one with a newline
+    # and terminal escapes must not forge lines or reach the terminal raw in the matrix,
+    # in a single verdict, or in --explain.
+    cluster = tmp_path / "cluster"
+    shutil.copytree(CLUSTER, cluster)
+    (cluster / "zz-odd-pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: \"odd" + FORGED.replace("\n", "\\n") + "\\x1b[2J\"\n"
+        "  namespace: shop\n  labels: {app: odd}\nspec:\n  containers:\n  - name: c\n    image: x\n"
+        "    ports: [{containerPort: 8080}]\n")
+    matrix = run_cli(["simulate", "--cluster", str(cluster), "--port", "8080"], tmp_path)
+    listed = run_cli(["simulate", "--cluster", str(cluster), "--from", "shop/frontend", "--port", "8080",
+                      "--explain"], tmp_path)
+    for result in (matrix, listed):
+        assert result.returncode == 0, result.stderr[-500:]
+        assert "odd\\n::stop-commands" in result.stdout.decode(), result.stdout[-800:]
+        assert_nothing_forged(result)

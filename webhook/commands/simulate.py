@@ -6,7 +6,7 @@ import ipaddress
 import json
 import sys
 
-from webhook.bounded_text import MESSAGE_MAX_CHARS, quoted, shown, shown_path
+from webhook.bounded_text import MESSAGE_MAX_CHARS, escaped, quoted, shown, shown_path
 
 NAME = "simulate"
 HELP = "answer whether traffic is allowed and which policies decide it; matrix and diff"
@@ -41,6 +41,12 @@ examples:
   netpol-guard simulate --cluster examples/cluster --from shop/api --format json
   netpol-guard simulate --cluster base/ --diff old-policies/ new-policies/
 """
+
+
+def say(text: str) -> None:
+    """A line of text output: names come from the files (pods, policies, namespaces), so
+    anything not printable is escaped - no terminal escapes, no forged extra lines."""
+    print(escaped(text))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -293,13 +299,13 @@ def _run_service_flow(args, engine, src, target: "ServiceTarget", query) -> int:
                          indent=2))
         return 0
     for line in admin_summary(engine):
-        print(line)
-    print(f"{src.describe()} -> service {target.service.key} {query.describe()}: "
-          f"{'allowed' if allowed else 'denied'} (policies see the backing pods and the targetPort)")
+        say(line)
+    say(f"{src.describe()} -> service {target.service.key} {query.describe()}: "
+        f"{'allowed' if allowed else 'denied'} (policies see the backing pods and the targetPort)")
     for v in verdicts:
-        print(f"  {v.destination} {v.port}/{v.protocol}: {'allowed' if v.allowed else 'denied'}")
-        print("    " + v.egress.explain())
-        print("    " + v.ingress.explain())
+        say(f"  {v.destination} {v.port}/{v.protocol}: {'allowed' if v.allowed else 'denied'}")
+        say("    " + v.egress.explain())
+        say("    " + v.ingress.explain())
     return 0
 
 
@@ -322,11 +328,11 @@ def _run_flow(args, engine, src, dst, query) -> int:
         print(json.dumps({**verdict.to_dict(), **admin_summary_json(engine)}, indent=2))
     else:
         for line in admin_summary(engine):
-            print(line)
+            say(line)
         word = "allowed" if verdict.allowed else "denied"
-        print(f"{verdict.source} -> {verdict.destination} {number}/{query.protocol}: {word}")
-        print("  " + verdict.egress.explain())
-        print("  " + verdict.ingress.explain())
+        say(f"{verdict.source} -> {verdict.destination} {number}/{query.protocol}: {word}")
+        say("  " + verdict.egress.explain())
+        say("  " + verdict.ingress.explain())
     return 0
 
 
@@ -357,7 +363,7 @@ def _run_matrix(args, engine, src, dst, query) -> int:
         print(json.dumps({**matrix.to_dict(args.explain), **admin_summary_json(engine)}, indent=2))
     else:
         for line in admin_summary(engine):
-            print(line)
+            say(line)
         sys.stdout.write(render_matrix(matrix, args.explain))
     return 0
 
@@ -426,7 +432,7 @@ def render_matrix(m, explain: bool = False) -> str:
     s = m.summary()
     out.append("")
     out.append(f"{s['flows']} flows: {s['allowed']} allowed, {s['denied']} denied")
-    return "\n".join(out) + "\n"
+    return "\n".join(escaped(line) for line in out) + "\n"  # names come from the files: see say()
 
 
 def _port_order(label: str):
@@ -498,4 +504,4 @@ def render_diff(d, old_path: str, new_path: str) -> str:
         out.append("only in OLD (their flows are not compared): " + ", ".join(d.removed))
     out.append("")
     out.append(f"{d.flows_compared} flows compared: {len(d.opened)} opened, {len(d.closed)} closed")
-    return "\n".join(out) + "\n"
+    return "\n".join(escaped(line) for line in out) + "\n"  # names come from the files: see say()
