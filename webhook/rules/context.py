@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from webhook.cluster.objects import NAME_LABEL, ContainerPort, Pod
 from webhook.cluster.view import ClusterView
@@ -113,8 +114,15 @@ SUGGESTION_BUDGET = 50_000
 _suggestions = threading.local()  # .left: the budget of the policy this thread is checking
 
 
-def reset_suggestion_budget() -> None:
+@contextmanager
+def suggestion_budget() -> Iterator[None]:
+    """Checking one policy: a fresh budget, and none (no limit) again afterwards, so no
+    later caller in this thread runs on what the last policy left over."""
     _suggestions.left = SUGGESTION_BUDGET
+    try:
+        yield
+    finally:
+        _suggestions.left = None
 
 
 def charge_suggestion(names: int) -> bool:

@@ -15,7 +15,7 @@ from webhook.policy.limits import TOO_LARGE
 from webhook.policy.model import NetworkPolicy, Origin
 from webhook.policy.parse import parse_policy
 from webhook.rules.base import REGISTRY, SEVERITIES, Finding, Rule
-from webhook.rules.context import Context, reset_suggestion_budget
+from webhook.rules.context import Context, suggestion_budget
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ def _skips(policy: NetworkPolicy, ctx: Context) -> tuple[set[str], list[Finding]
 
 def check_policy(policy: NetworkPolicy, ctx: Context) -> list[Finding]:
     """Every finding for a parsed (valid) policy, skip annotations and config applied."""
-    reset_suggestion_budget()
+    with suggestion_budget():
+        return _check_policy(policy, ctx)
+
+
+def _check_policy(policy: NetworkPolicy, ctx: Context) -> list[Finding]:
     skipped, findings = _skips(policy, ctx)
     key, origin = policy.key, policy.origin
     for rule, configured in REGISTRY.enabled(ctx.config):
