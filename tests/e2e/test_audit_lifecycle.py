@@ -69,8 +69,12 @@ def ns(audited):
 
 def test_a_namespace_labeled_for_isolation_without_its_managed_policies_is_reported_with_the_cause(audited, ns):
     audited.kubectl("label", "namespace", ns, f"{LABEL}=all")
-    missing = wait_for("both managed policies reported missing", lambda: (
-        found := rows(audited, ns, "isolation-policy-missing")) and len(found) == 2 and found)
+    # The rows may first be written without their cause: a pass for the namespace's creation
+    # reads the view, which can already hold the label whose change the next pass brings
+    # (debounced); that pass adds the cause. So wait for rows with a cause.
+    missing = wait_for("both managed policies reported missing, with their cause", lambda: (
+        found := rows(audited, ns, "isolation-policy-missing")) and len(found) == 2
+        and all("cause" in r.get("properties", {}) for r in found) and found)
     assert {r["policy"] for r in missing} == {f"{ns}/netpol-guard-allow-dns", f"{ns}/netpol-guard-default-deny"}
     for r in missing:
         assert r["result"] == "fail" and r["severity"] == "high"
