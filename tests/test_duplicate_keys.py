@@ -85,3 +85,15 @@ def test_a_duplicate_key_in_a_map_is_still_reported_with_its_path(tmp_path, caps
     (tmp_path / "map.yaml").write_text("namespaces: [shop]\nworkloads: []\nworkloads: []\n")
     assert main(["generate", "--map", str(tmp_path / "map.yaml")]) == 2
     assert "map.yaml:3: workloads: duplicate key 'workloads'" in capsys.readouterr().err
+
+
+def test_the_path_of_a_duplicate_is_one_line_whatever_the_keys_above_it_hold(tmp_path, capsys):
+    # The path is made of the file's own keys: one holding a newline must not put a line of
+    # its own (a forged `::error` annotation in CI) into the error.
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n'
+                       '  "a\\n::error::forged":\n    b: 1\n    b: 2\n')
+    rc, err = lint(capsys, "--cluster", cluster, REPO / "examples" / "policies" / "good")
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "data.a\\n::error::forged.b: duplicate key 'b'" in err

@@ -33,6 +33,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from webhook.bounded_text import quoted, shown
+
 MIB = 1024 * 1024
 # Per file. A `kubectl get pods -A -o json` of ~100,000 real pods is under 1 GiB; larger
 # snapshots can be split (directories are read whole).
@@ -220,8 +222,10 @@ def _line(node: Any) -> int:
 
 
 def duplicate_key_message(key: str, path: str = "") -> str:
-    where = f"{path[:200]}: " if path else ""
-    return (f"{where}duplicate key {key[:100]!r} (YAML and JSON keep only the last one, "
+    # the path is made of the file's own keys: shown (clipped, escaped) like any input text
+    # on a line, so a key holding a newline cannot start a line of its own
+    where = f"{shown(path, 200)}: " if path else ""
+    return (f"{where}duplicate key {quoted(key)} (YAML and JSON keep only the last one, "
             "and kubectl refuses the file)")
 
 
