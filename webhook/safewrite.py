@@ -74,7 +74,8 @@ def write_output(path: str, data: bytes, mode: int) -> None:
         fd = -1
     if fd >= 0:
         try:
-            if stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISCHR(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
                 os.set_blocking(fd, True)
                 view = memoryview(data)
                 while view:
